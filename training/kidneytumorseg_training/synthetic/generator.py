@@ -1,0 +1,98 @@
+"""Synthetic abdominal CT from a KiTS mask, on the mask's exact grid, reproducible from a seed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+from kidneytumorseg.image_io import check_3d, check_label_map
+
+from kidneytumorseg_training.synthetic.anatomy import BodyPlan, build_tissue_map, plan_body
+from kidneytumorseg_training.synthetic.frame import build_frame, from_lps, to_lps
+from kidneytumorseg_training.synthetic.kidney_texture import paint_kidneys
+from kidneytumorseg_training.synthetic.noise import smooth_noise
+from kidneytumorseg_training.synthetic.scanner import ScannerSettings, acquire, draw_scanner
+from kidneytumorseg_training.synthetic.tissues import PHASE_PROBABILITIES, TEXTURE_HU, Phase, Tissue, hu_range
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyntheticCT:
+    """A generated CT (on the mask's grid) and the random choices that made it."""
+
+    image: sitk.Image
+    seed: int
+    phase: Phase
+    body: BodyPlan
+    scanner: ScannerSettings
+    tissue_hu: dict[str, float] = field(default_factory=dict)
+
+    def description(self) -> dict:
+        """JSON-serialisable record of how the case was made."""
+        return {
+            "seed": self.seed,
+            "phase": self.phase.value,
+            "body": asdict(self.body),
+            "scanner": asdict(self.scanner),
+            "tissue_hu": self.tissue_hu,
+        }
+
+
+def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None) -> SyntheticCT:
+    """Generate a synthetic CT for a KiTS label map. Same mask and seed give the same image, bit for bit.
+
+    ``phase`` forces a contrast phase; by default it is drawn (mostly corticomedullary / nephrographic).
+    """
+    check_3d(mask, "mask")
+    check_label_map(mask, "mask")
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
+    phase_rng, body_rng, anatomy_rng, texture_rng, kidney_rng, scanner_rng = streams
+    if phase is None:
+        phases = list(PHASE_PROBABILITIES)
+        phase = phases[int(phase_rng.choice(len(phases), p=list(PHASE_PROBABILITIES.values())))]
+
+    mask_lps_image = to_lps(sitk.Cast(mask, sitk.sitkUInt8))
+    labels = sitk.GetArrayFromImage(mask_lps_image)
+    frame = build_frame(labels, mask_lps_image.GetSpacing())
+    body = plan_body(frame, body_rng)
+    tissue = build_tissue_map(frame, labels, body, anatomy_rng)
+
+    means = np.zeros(len(Tissue), dtype=np.float32)
+    amplitudes = np.zeros(len(Tissue), dtype=np.float32)
+    for t in Tissue:
+        means[t] = texture_rng.uniform(*hu_range(t, phase))
+        amplitudes[t] = TEXTURE_HU.get(t, 3.0)
+    if body.oral_contrast:
+        means[Tissue.BOWEL_FLUID] = texture_rng.uniform(150, 400)
+    hu = means[tissue]
+    hu += amplitudes[tissue] * smooth_noise(frame.shape, frame.spacing, 5.0, texture_rng)
+    paint_kidneys(hu, labels, frame, phase, kidney_rng)
+
+    scanner = draw_scanner(scanner_rng)
+    metal_sites = _metal_sites(frame, body, scanner_rng) if scanner.metal else None
+    ct = acquire(hu, frame, scanner, scanner_rng, metal_sites)
+    del hu, tissue
+
+    ct_lps_image = sitk.GetImageFromArray(ct)
+    ct_lps_image.CopyInformation(mask_lps_image)
+    image = from_lps(ct_lps_image, mask)
+    logger.debug("generated %s-phase CT, size %s, seed %d", phase.value, image.GetSize(), seed)
+    return SyntheticCT(
+        image=image, seed=seed, phase=phase, body=body, scanner=scanner,
+        tissue_hu={t.name.lower(): round(float(means[t]), 1) for t in Tissue},
+    )
+
+
+def _metal_sites(frame, body: BodyPlan, rng: np.random.Generator) -> list[tuple[float, float, float]]:
+    """Where implants go: pedicle screws beside the spine, or surgical clips near a renal hilum."""
+    w_values = frame.w.ravel()
+    w = float(rng.uniform(w_values.min(), w_values.max()))
+    if rng.random() < 0.5 or not frame.kidneys:
+        return [(side * 14.0, body.spine_v + 22.0, w) for side in (-1.0, 1.0)]
+    kidney = frame.kidneys[int(rng.integers(len(frame.kidneys)))]
+    side = 1.0 if kidney.centroid[0] > 0 else -1.0
+    hilum_u = kidney.centroid[0] - side * (kidney.upper[0] - kidney.lower[0]) * 0.5 - side * 12
+    return [(hilum_u, kidney.centroid[1] - 10, kidney.centroid[2])]

@@ -1,0 +1,90 @@
+"""PNG montage of a CT with its mask outlined: axial, coronal and sagittal through the kidney region.
+
+Displayed in radiological convention (patient's right on the image's left, anterior up in axial,
+superior up in coronal and sagittal), with the physical aspect ratio, in a soft-tissue window.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+WINDOW_LEVEL = (400.0, 40.0)
+PANEL_HEIGHT = 320
+
+
+def render_preview(ct: sitk.Image, mask: sitk.Image | None, title: str = "") -> Image.Image:
+    """Return the montage as a PIL image."""
+    ct_lps = sitk.GetArrayFromImage(sitk.DICOMOrient(ct, "LPS")).astype(np.float32)  # (S, P, L)
+    spacing = sitk.DICOMOrient(ct, "LPS").GetSpacing()  # (L, P, S)
+    labels = (
+        sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.Cast(mask, sitk.sitkUInt8), "LPS"))
+        if mask is not None else np.zeros(ct_lps.shape, dtype=np.uint8)
+    )
+    centre = _focus(labels)
+    k, j, i = centre
+    width, level = WINDOW_LEVEL
+    panels = [
+        # axial: rows posterior-down (anterior up), columns to the left (patient right on image left)
+        (ct_lps[k], labels[k], (spacing[0], spacing[1]), "axial"),
+        # coronal: rows superior-up, columns left
+        (ct_lps[::-1, j, :], labels[::-1, j, :], (spacing[0], spacing[2]), "coronal"),
+        # sagittal: rows superior-up, columns posterior to the right (anterior left)
+        (ct_lps[::-1, :, i], labels[::-1, :, i], (spacing[1], spacing[2]), "sagittal"),
+    ]
+    rendered = [_panel(img, lab, sp, width, level, name) for img, lab, sp, name in panels]
+    total_width = sum(p.width for p in rendered) + 10 * (len(rendered) + 1)
+    canvas = Image.new("RGB", (total_width, PANEL_HEIGHT + 40), (0, 0, 0))
+    x = 10
+    for panel in rendered:
+        canvas.paste(panel, (x, 30))
+        x += panel.width + 10
+    draw = ImageDraw.Draw(canvas)
+    legend = "  ".join(f"{name}" for name in LABEL_NAMES.values())
+    draw.text((10, 8), f"{title}   W{width:.0f}/L{level:.0f}   outlines: {legend}", fill=(230, 230, 230))
+    x_legend = canvas.width - 150
+    for n, label in enumerate(LABEL_NAMES):
+        color = tuple(int(255 * c) for c in LABEL_COLORS[label])
+        draw.rectangle((x_legend + 50 * n, 10, x_legend + 50 * n + 8, 18), fill=color)
+    return canvas
+
+
+def save_preview(ct: sitk.Image, mask: sitk.Image | None, path: str | os.PathLike[str], title: str = "") -> Path:
+    """Render and write the montage as PNG (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial.png")
+    render_preview(ct, mask, title).save(temporary)
+    os.replace(temporary, path)
+    return path
+
+
+def _focus(labels: np.ndarray) -> tuple[int, int, int]:
+    """The voxel to cut through: the centre of the largest mass, else of the kidneys, else the volume."""
+    for selection in (labels >= 2, labels > 0):
+        if selection.any():
+            return tuple(int(round(c)) for c in ndimage.center_of_mass(selection))
+    return tuple(n // 2 for n in labels.shape)
+
+
+def _panel(image: np.ndarray, labels: np.ndarray, spacing_xy: tuple[float, float], width: float, level: float,
+           name: str) -> Image.Image:
+    gray = np.clip((image - (level - width / 2)) / width, 0, 1)
+    rgb = np.repeat((gray * 255).astype(np.uint8)[..., None], 3, axis=2)
+    for label, color in LABEL_COLORS.items():
+        region = labels == label
+        outline = region & ~ndimage.binary_erosion(region)
+        rgb[outline] = [int(255 * c) for c in color]
+    height_mm = image.shape[0] * spacing_xy[1]
+    width_mm = image.shape[1] * spacing_xy[0]
+    scale = PANEL_HEIGHT / height_mm
+    size = (max(1, int(round(width_mm * scale))), PANEL_HEIGHT)
+    panel = Image.fromarray(rgb).resize(size, Image.Resampling.NEAREST)
+    ImageDraw.Draw(panel).text((4, 4), name, fill=(255, 255, 0))
+    return panel
