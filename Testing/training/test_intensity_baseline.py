@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from kidneytumorseg.labels import TUMOR
 from kidneytumorseg_training.synthetic.generator import generate_ct
 from kidneytumorseg_training.synthetic.intensity_baseline import dice, fit_interval

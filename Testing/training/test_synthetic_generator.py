@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from kidneytumorseg.errors import InputImageError
 from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from kidneytumorseg_training.synthetic.anatomy import build_tissue_map, plan_body
