@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg_training.synthetic.generator import generate_ct
 from kidneytumorseg_training.synthetic.intensity_baseline import dice, fit_interval

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
 from kidneytumorseg.image_io import read_label_map, write_image_atomic
 from kidneytumorseg_training.synthetic.dataset import build_case, case_seed
 from kidneytumorseg_training.synthetic.resample import anatomical_axes, resample_to_spacing

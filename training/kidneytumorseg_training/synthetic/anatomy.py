@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from scipy import ndimage
 
+from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from kidneytumorseg_training.synthetic import shapes
 from kidneytumorseg_training.synthetic.frame import AnatomicalFrame
 from kidneytumorseg_training.synthetic.noise import smooth_noise

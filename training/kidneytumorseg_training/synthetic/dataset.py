@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from kidneytumorseg.errors import KidneyTumorSegError, MissingInputError
-from kidneytumorseg.image_io import read_label_map, write_image_atomic
 from tqdm import tqdm
 
+from kidneytumorseg.errors import KidneyTumorSegError, MissingInputError
+from kidneytumorseg.image_io import read_label_map, write_image_atomic
 from kidneytumorseg_training.synthetic.generator import generate_ct
 from kidneytumorseg_training.synthetic.preview import save_preview
 from kidneytumorseg_training.synthetic.resample import resample_to_spacing

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from kidneytumorseg.labels import BACKGROUND
 from scipy import ndimage
+
+from kidneytumorseg.labels import BACKGROUND
 
 # A kidney's centre lies about this far from the midline (used when only one kidney is present).
 TYPICAL_KIDNEY_OFFSET_MM = 75.0

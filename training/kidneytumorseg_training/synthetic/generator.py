@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
-from kidneytumorseg.image_io import check_3d, check_label_map
 
+from kidneytumorseg.image_io import check_3d, check_label_map
 from kidneytumorseg_training.synthetic.anatomy import BodyPlan, build_tissue_map, plan_body
 from kidneytumorseg_training.synthetic.frame import build_frame, from_lps, to_lps
 from kidneytumorseg_training.synthetic.kidney_texture import paint_kidneys

@@ -8,9 +8,9 @@ like simple cysts at 0..25 HU), so that intensity alone cannot separate kidney, 
 from __future__ import annotations
 
 import numpy as np
-from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from scipy import ndimage
 
+from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from kidneytumorseg_training.synthetic.frame import AnatomicalFrame
 from kidneytumorseg_training.synthetic.noise import smooth_noise
 from kidneytumorseg_training.synthetic.tissues import Phase, Tissue, hu_range

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
 
 WINDOW_LEVEL = (400.0, 40.0)
 PANEL_HEIGHT = 320
