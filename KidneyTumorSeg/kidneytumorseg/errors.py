@@ -15,5 +15,9 @@ class GeometryMismatchError(KidneyTumorSegError, ValueError):
     """Two images that must share a voxel grid (size, spacing, origin, direction) do not."""
 
 
+class InsufficientMemoryError(KidneyTumorSegError, MemoryError):
+    """The operation would need more memory than the machine has available."""
+
+
 class MissingInputError(KidneyTumorSegError, FileNotFoundError):
     """A file or case folder the operation needs does not exist."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kidneytumorseg.errors import InputImageError
+from kidneytumorseg.errors import InputImageError, InsufficientMemoryError
 from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from kidneytumorseg_training.synthetic.anatomy import build_tissue_map, plan_body
 from kidneytumorseg_training.synthetic.frame import build_frame, to_lps
@@ -131,3 +131,11 @@ def test_a_mask_with_foreign_labels_is_refused():
 def test_a_2d_mask_is_refused():
     with pytest.raises(InputImageError, match="2D"):
         generate_ct(sitk.GetImageFromArray(np.zeros((8, 8), dtype=np.uint8)), seed=0)
+
+
+def test_a_grid_too_large_for_memory_is_refused_before_any_work(load_mask, monkeypatch):
+    import kidneytumorseg.resources as resources
+
+    monkeypatch.setattr(resources, "available_memory_bytes", lambda: 10 * 2**20)
+    with pytest.raises(InsufficientMemoryError, match="--spacing"):
+        generate_ct(load_mask(CASE), seed=0)

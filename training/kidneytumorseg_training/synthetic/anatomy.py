@@ -65,9 +65,12 @@ def build_tissue_map(frame: AnatomicalFrame, mask: np.ndarray, plan: BodyPlan, r
     _paint_table(tissue, frame, depth)
     tissue[depth >= 0] = T.SKIN
     tissue[depth >= plan.skin] = T.SUBCUTANEOUS_FAT
-    wall_start = plan.skin + plan.subcutaneous_fat * (1 + 0.3 * smooth_noise(frame.shape, frame.spacing, 60, rng))
+    wall_start = smooth_noise(frame.shape, frame.spacing, 60, rng)  # fat thickness varies around the body
+    wall_start *= np.float32(0.3 * plan.subcutaneous_fat)
+    wall_start += np.float32(plan.skin + plan.subcutaneous_fat)
     tissue[depth >= wall_start] = T.MUSCLE
-    cavity = depth >= wall_start + plan.wall_muscle
+    wall_start += np.float32(plan.wall_muscle)
+    cavity = depth >= wall_start
     tissue[cavity] = T.VISCERAL_FAT
     del wall_start
 
@@ -91,23 +94,28 @@ def _body_depth(frame: AnatomicalFrame, plan: BodyPlan, rng: np.random.Generator
     """Approximate depth (mm) below the skin of every voxel: negative outside the body.
 
     The outline changes slowly from head to feet and is slightly irregular, except at the back, which
-    lies flat on the table at ``plan.posterior``.
+    lies flat on the table at ``plan.posterior``. Computed slice by slice in float32 to bound memory.
     """
     v_centre = (plan.posterior - plan.anterior) / 2
     semi_v = (plan.posterior + plan.anterior) / 2
-    size = (1 + 0.05 * smooth_noise((frame.shape[0], 1, 1), (frame.spacing[0], 1, 1), 120, rng)).astype(np.float32)
-    u = frame.u / size
-    v = (frame.v - plan.posterior) / size + plan.posterior - v_centre  # scaled about the back
-    theta = np.arctan2(v / semi_v, u / plan.half_width)
-    free = 1 - np.maximum(np.sin(theta), 0)  # no wobble where the back rests on the table
-    harmonics = 0.03 * np.cos(3 * theta + rng.uniform(0, 2 * np.pi)) + 0.02 * np.cos(5 * theta + rng.uniform(0, 6))
-    wobble = 1 + free * harmonics
-    p = np.where(v > 0, plan.exponent + 1.0, plan.exponent)  # flatter back
-    rho = (np.abs(u / plan.half_width) ** p + np.abs(v / semi_v) ** p) ** (1 / p) / wobble
-    polar_radius = plan.half_width * semi_v / np.sqrt(
-        (semi_v * np.cos(theta)) ** 2 + (plan.half_width * np.sin(theta)) ** 2
-    )
-    return ((1 - rho) * polar_radius * size).astype(np.float32)
+    sizes = 1 + 0.05 * smooth_noise((frame.shape[0], 1, 1), (frame.spacing[0], 1, 1), 120, rng).ravel()
+    phase3, phase5 = rng.uniform(0, 2 * np.pi), rng.uniform(0, 6)
+    u0 = frame.u[0].astype(np.float64)  # (1, L)
+    v0 = frame.v[0].astype(np.float64)  # (P, 1)
+    depth = np.empty(frame.shape, dtype=np.float32)
+    for k, size in enumerate(sizes):
+        u = u0 / size
+        v = (v0 - plan.posterior) / size + plan.posterior - v_centre  # scaled about the back
+        theta = np.arctan2(v / semi_v, u / plan.half_width)
+        free = 1 - np.maximum(np.sin(theta), 0)  # no wobble where the back rests on the table
+        wobble = 1 + free * (0.03 * np.cos(3 * theta + phase3) + 0.02 * np.cos(5 * theta + phase5))
+        p = np.where(v > 0, plan.exponent + 1.0, plan.exponent)  # flatter back
+        rho = (np.abs(u / plan.half_width) ** p + np.abs(v / semi_v) ** p) ** (1 / p) / wobble
+        polar_radius = plan.half_width * semi_v / np.sqrt(
+            (semi_v * np.cos(theta)) ** 2 + (plan.half_width * np.sin(theta)) ** 2
+        )
+        depth[k] = (1 - rho) * polar_radius * size
+    return depth
 
 
 def _paint_table(tissue: np.ndarray, frame: AnatomicalFrame, depth: np.ndarray) -> None:
@@ -197,6 +205,27 @@ def _paint_solid_organs(
     points = [(-35, sv - 45, rng.uniform(0, 20)), (5, sv - 40, 25), (50, sv - 25, 40), (hw * 0.5, sv - 5, 55)]
     shapes.polyline_tube(tissue, frame, points, rng.uniform(9, 13), T.PANCREAS,
                          allowed=below_diaphragm & (tissue == T.VISCERAL_FAT))
+    _paint_liver_vessels(tissue, frame, plan, right_lobe, rng)
+
+
+def _paint_liver_vessels(
+    tissue: np.ndarray, frame: AnatomicalFrame, plan: BodyPlan, right_lobe: tuple, rng: np.random.Generator
+) -> None:
+    """Hepatic veins fanning from the IVC at the liver's dome; the portal vein entering at the hilum."""
+    liver = tissue == T.LIVER
+    if not liver.any():
+        return
+    confluence = (-20.0, plan.spine_v - 22, right_lobe[2] + 45)
+    for target_u, target_v in ((-0.8, 0.1), (-0.35, -0.45), (0.25, -0.55)):
+        end = (plan.half_width * target_u * rng.uniform(0.7, 1.0), plan.anterior * target_v * rng.uniform(0.6, 1.0),
+               right_lobe[2] + rng.uniform(-10, 30))
+        shapes.tube(tissue, frame, confluence, end, rng.uniform(3.5, 5.5), T.LIVER_VESSEL, allowed=liver)
+    hilum = (right_lobe[0] * 0.5, -plan.anterior * 0.25, right_lobe[2] - 20)
+    shapes.tube(tissue, frame, (-10, plan.spine_v - 45, 15), hilum, rng.uniform(6, 8), T.LIVER_VESSEL,
+                allowed=liver | (tissue == T.VISCERAL_FAT))
+    for _ in range(3):
+        branch = (hilum[0] + rng.uniform(-60, 30), hilum[1] + rng.uniform(-40, 40), hilum[2] + rng.uniform(0, 50))
+        shapes.tube(tissue, frame, hilum, branch, rng.uniform(3, 5), T.LIVER_VESSEL, allowed=liver)
 
 
 def _paint_bowel(
@@ -270,6 +299,12 @@ def _paint_vessels(
     for side in (-1, 1):
         shapes.tube(tissue, frame, (aorta[0], aorta[1], bifurcation), (side * 60, aorta[1] + 10, bifurcation - 120),
                     aorta_r * 0.6, T.AORTA, allowed=soft)
+    # Superior mesenteric artery (left) and vein (right), in the mesenteric fat in front of the aorta.
+    for du, radius in ((4.0, rng.uniform(3, 4.5)), (-10.0, rng.uniform(4.5, 6))):
+        start = (aorta[0] + du, aorta[1] - aorta_r - 6, rng.uniform(10, 30))
+        end = (aorta[0] + du - 15, aorta[1] - aorta_r - 45, -160.0)
+        shapes.tube(tissue, frame, start, end, radius, T.MESENTERIC_VESSEL,
+                    allowed=(tissue == T.VISCERAL_FAT) | (tissue == T.PANCREAS))
     for w0, w1 in ((-400, 60), (60, 400)):
         shapes.ellipsoid(tissue, frame, (ivc[0], ivc[1], (w0 + w1) / 2), (rng.uniform(10, 14), 8, (w1 - w0) / 2),
                          T.IVC, allowed=soft | (tissue == T.LIVER))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import time
@@ -180,7 +181,10 @@ def build_dataset(
                 except (KidneyTumorSegError, ValueError, RuntimeError, OSError) as error:
                     finished(args[1].name, error)
         else:
-            with ProcessPoolExecutor(max_workers=jobs) as pool:
+            # Fresh interpreters, not forks: forking a process whose torch or BLAS threads are running can
+            # deadlock, and the training package runs inside such processes.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
                 futures = {pool.submit(build_case, *args): args[1].name for args in arguments}
                 for future in as_completed(futures):
                     finished(futures[future], future.exception())

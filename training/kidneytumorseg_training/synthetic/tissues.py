@@ -40,6 +40,8 @@ class Tissue(IntEnum):
     KIDNEY = 27
     TUMOR = 28
     CYST = 29
+    LIVER_VESSEL = 30  # portal and hepatic veins inside the liver
+    MESENTERIC_VESSEL = 31  # superior mesenteric artery and vein
 
 
 class Phase(str, Enum):
@@ -91,6 +93,8 @@ _HU: dict[Tissue, tuple] = {
     Tissue.KIDNEY: ((20, 40), (150, 250), (120, 200), (100, 160)),
     Tissue.TUMOR: ((20, 45), (60, 180), (50, 140), (40, 110)),
     Tissue.CYST: ((0, 25),),
+    Tissue.LIVER_VESSEL: ((35, 45), (100, 160), (150, 200), (120, 160)),
+    Tissue.MESENTERIC_VESSEL: ((35, 50), (150, 280), (140, 190), (110, 150)),
 }
 
 # Texture amplitude (HU, standard deviation of the smooth texture field) per tissue.
