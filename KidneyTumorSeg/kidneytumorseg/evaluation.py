@@ -9,7 +9,6 @@ only warns, a prediction that is not on its reference's voxel grid is refused.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import csv
 import logging
 import math
@@ -17,7 +16,6 @@ import multiprocessing
 import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from kidneytumorseg.atomic import atomic_path
 from kidneytumorseg.errors import InputImageError, MissingInputError
 from kidneytumorseg.image_io import image_suffix, read_label_map
 from kidneytumorseg.labels import KITS_REGIONS, LABEL_NAMES
@@ -264,18 +263,10 @@ def _csv_row(result: CaseResult) -> list[str | float]:
 def write_case_csv(results: Sequence[CaseResult], path: str | os.PathLike[str]) -> Path:
     """Write one row per case (columns of :func:`csv_columns`) atomically: temporary file, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(csv_columns())
-            writer.writerows(_csv_row(result) for result in results)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(csv_columns())
+        writer.writerows(_csv_row(result) for result in results)
     return path
 
 

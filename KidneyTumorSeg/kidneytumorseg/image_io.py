@@ -6,14 +6,13 @@ Images are SimpleITK images: they carry size, spacing, origin and direction, whi
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from kidneytumorseg.atomic import atomic_path
 from kidneytumorseg.errors import GeometryMismatchError, InputImageError, MissingInputError
 from kidneytumorseg.labels import VALID_LABELS
 
@@ -105,24 +104,9 @@ def write_image_atomic(image: sitk.Image, path: str | os.PathLike[str], compress
     suffix = image_suffix(path)
     if not suffix:
         raise InputImageError(f"{path}: cannot write this file type; use .nii.gz, .nrrd or .mha.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        sitk.WriteImage(image, temporary, useCompression=compress)
-        os.chmod(temporary, _default_file_mode())  # mkstemp creates 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    with atomic_path(path, suffix=suffix) as temporary:
+        sitk.WriteImage(image, str(temporary), useCompression=compress)
     return path
-
-
-def _default_file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def geometry_differences(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> list[str]:

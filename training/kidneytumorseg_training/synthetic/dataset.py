@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kidneytumorseg.atomic import write_text_atomic
 from kidneytumorseg.errors import KidneyTumorSegError, MissingInputError
 from kidneytumorseg.image_io import read_label_map, write_image_atomic
 from kidneytumorseg_training.synthetic.generator import generate_ct
@@ -108,9 +109,7 @@ def build_case(
             "source_mask": str(mask_path), "spacing_lr_ap_si_mm": spacing, "generator_version": GENERATOR_VERSION,
             "size": list(mask.GetSize()), "seconds": round(time.perf_counter() - started, 2),
         }
-        temporary = output_dir / f".{RECORD_NAME}.partial"
-        temporary.write_text(json.dumps(record, indent=2))
-        os.replace(temporary, output_dir / RECORD_NAME)
+        write_text_atomic(output_dir / RECORD_NAME, json.dumps(record, indent=2))
     except BaseException:
         if created and output_dir.exists():
             shutil.rmtree(output_dir, ignore_errors=True)
@@ -138,8 +137,8 @@ def build_dataset(
         folders = folders[:limit]
     destination = Path(destination)
     destination.mkdir(parents=True, exist_ok=True)
-    (destination / "NOTICE.md").write_text(KITS_NOTICE)
-    (destination / "dataset.json").write_text(json.dumps({
+    write_text_atomic(destination / "NOTICE.md", KITS_NOTICE)
+    write_text_atomic(destination / "dataset.json", json.dumps({
         "name": "KidneyTumorSeg synthetic CT from KiTS23 masks", "source": str(Path(source).resolve()),
         "spacing_lr_ap_si_mm": spacing, "base_seed": base_seed, "generator_version": GENERATOR_VERSION,
         "labels": {"0": "background", "1": "kidney", "2": "tumor", "3": "cyst"},

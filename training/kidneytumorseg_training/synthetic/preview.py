@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from kidneytumorseg.atomic import atomic_path
 from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
 
 WINDOW_LEVEL = (400.0, 40.0)
@@ -59,10 +60,8 @@ def render_preview(ct: sitk.Image, mask: sitk.Image | None, title: str = "") -> 
 def save_preview(ct: sitk.Image, mask: sitk.Image | None, path: str | os.PathLike[str], title: str = "") -> Path:
     """Render and write the montage as PNG (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial.png")
-    render_preview(ct, mask, title).save(temporary)
-    os.replace(temporary, path)
+    with atomic_path(path, suffix=".png") as temporary:
+        render_preview(ct, mask, title).save(temporary)
     return path
 
 
