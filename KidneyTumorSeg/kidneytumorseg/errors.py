@@ -21,3 +21,19 @@ class InsufficientMemoryError(KidneyTumorSegError, MemoryError):
 
 class MissingInputError(KidneyTumorSegError, FileNotFoundError):
     """A file or case folder the operation needs does not exist."""
+
+
+class ModelPackageError(KidneyTumorSegError, ValueError):
+    """A model package is invalid, damaged, tampered with or missing a file."""
+
+
+class ModelNotFoundError(KidneyTumorSegError, LookupError):
+    """No model of the requested name (and version) is in the model store."""
+
+
+class Cancelled(KidneyTumorSegError):  # noqa: N818 - the name the engine contract uses
+    """The user cancelled a running operation; nothing was written."""
+
+
+class NotCTError(InputImageError):
+    """The input does not look like a CT in Hounsfield units (MR-like or unscaled intensities)."""
