@@ -37,3 +37,7 @@ class Cancelled(KidneyTumorSegError):  # noqa: N818 - the name the engine contra
 
 class NotCTError(InputImageError):
     """The input does not look like a CT in Hounsfield units (MR-like or unscaled intensities)."""
+
+
+class OutputPathError(KidneyTumorSegError, OSError):
+    """Results cannot be written where they were asked to go."""

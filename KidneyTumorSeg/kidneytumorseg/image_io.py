@@ -6,6 +6,7 @@ Images are SimpleITK images: they carry size, spacing, origin and direction, whi
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import SimpleITK as sitk
 from kidneytumorseg.atomic import atomic_path
 from kidneytumorseg.errors import GeometryMismatchError, InputImageError, MissingInputError
 from kidneytumorseg.labels import VALID_LABELS
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd", ".mha", ".mhd")
 
@@ -132,3 +135,42 @@ def check_same_geometry(
             f"A prediction must be written on its CT's exact geometry; resample it onto the reference "
             f"(nearest neighbour) or re-run the prediction on the matching CT."
         )
+
+
+def dicom_series_in(folder: str | os.PathLike[str]) -> list[str]:
+    """The DICOM series ids in ``folder`` (not its subfolders); empty when it holds no DICOM series."""
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+
+
+def read_dicom_series(folder: str | os.PathLike[str]) -> sitk.Image:
+    """Read the DICOM series in ``folder`` as one 3D image (the largest series when there are several)."""
+    folder = Path(folder)
+    series = dicom_series_in(folder)
+    if not series:
+        raise InputImageError(
+            f"{folder} holds no DICOM series. Give a folder with the DICOM files of one CT series, or an image "
+            f"file (.nii.gz, .nrrd, .mha)."
+        )
+    files = {sid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
+    chosen = max(series, key=lambda sid: len(files[sid]))
+    if len(series) > 1:
+        logger.warning("%s holds %d DICOM series; reading the largest (%d files, %s)", folder, len(series),
+                       len(files[chosen]), chosen)
+    if len(files[chosen]) < 2:
+        raise InputImageError(f"{folder}: the DICOM series has a single slice; a 3D CT series is needed.")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files[chosen])
+    try:
+        image = reader.Execute()
+    except RuntimeError as error:
+        raise InputImageError(f"{folder}: the DICOM series could not be read ({error}).") from error
+    check_3d(image, folder)
+    return image
+
+
+def read_ct(path: str | os.PathLike[str]) -> sitk.Image:
+    """Read a CT from an image file or a folder holding one DICOM series."""
+    path = Path(path)
+    if path.is_dir():
+        return read_dicom_series(path)
+    return read_image(path)

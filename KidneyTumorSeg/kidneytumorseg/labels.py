@@ -36,3 +36,16 @@ KITS_REGIONS: tuple[Region, ...] = (
     Region("mass", (TUMOR, CYST), 1.1328796488598762),
     Region("tumor", (TUMOR,), 1.1498198361434828),
 )
+
+# Standard terminology of each segment in 3D Slicer's "TerminologyEntry" tag format:
+# context ~ category ~ type ~ type modifier ~ anatomic context ~ anatomic region ~ region modifier,
+# each code as scheme^value^meaning (SNOMED CT codes, DICOM CID 7150 / 7159).
+_ANATOMY = "Anatomic codes - DICOM master list"
+LABEL_TERMINOLOGY: dict[int, str] = {
+    KIDNEY: "Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+    f"~SCT^64033007^Kidney~^^~{_ANATOMY}~^^~^^",
+    TUMOR: "Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered Structure"
+    f"~SCT^108369006^Neoplasm~^^~{_ANATOMY}~SCT^64033007^Kidney~^^",
+    CYST: "Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered Structure"
+    f"~SCT^367643001^Cyst~^^~{_ANATOMY}~SCT^64033007^Kidney~^^",
+}

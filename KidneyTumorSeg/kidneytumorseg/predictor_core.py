@@ -73,28 +73,6 @@ class PredictorSettings:
             raise ValueError(f"image_interpolation must be one of {sorted(INTERPOLATORS)}, "
                              f"got {self.image_interpolation!r}.")
 
-    @classmethod
-    def from_model_json(
-        cls, model: Mapping[str, Any], member: Mapping[str, Any] | None = None, **overrides: Any
-    ) -> PredictorSettings:
-        """Settings from a model.json dict; a member's ``preprocessing``/``inference`` keys override the
-        model's key by key and its ``patch_size`` replaces the model's; ``overrides`` (e.g. device,
-        batch_size, half_precision, mirror_axes) win over both."""
-        member = member or {}
-        preprocessing = {**model.get("preprocessing", {}), **member.get("preprocessing", {})}
-        inference = {**model.get("inference", {}), **member.get("inference", {})}
-        patch_size = member.get("patch_size", model.get("patch_size"))
-        missing = [name for name, value in (("preprocessing.target_spacing", preprocessing.get("target_spacing")),
-                                            ("preprocessing.normalization", preprocessing.get("normalization")),
-                                            ("patch_size", patch_size)) if value is None]
-        if missing:
-            raise ValueError(f"model.json lacks {missing}; the model package is incomplete: re-export it.")
-        known = {"tile_overlap", "mirror_axes", "gaussian_sigma_scale"}
-        values: dict[str, Any] = {key: inference[key] for key in known if key in inference}
-        values.update(overrides)
-        return cls(target_spacing=preprocessing["target_spacing"], patch_size=patch_size,
-                   normalization=preprocessing["normalization"], **values)
-
 
 @dataclass(frozen=True)
 class CascadeSettings:

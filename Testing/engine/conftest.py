@@ -67,3 +67,55 @@ def kits_crops(kits_crops_dir: Path) -> dict[str, sitk.Image]:
 def shared_masks_dir() -> Path:
     """Where the full KiTS23 masks are when ../shared is present (tests using it must skip otherwise)."""
     return SHARED_MASKS_DIR
+
+
+SAMPLE_CT = REPO_ROOT / "Testing" / "fixtures" / "synthetic" / "case_00161" / "imaging.nii.gz"
+
+
+def _random_package(folder: Path, *, with_localizer: bool = True, spacing: Sequence[float] = (6.0, 6.0, 6.0),
+                    patch: Sequence[int] = (16, 32, 32), segmenters: int = 2, version: str = "1.0.0") -> Path:
+    """A real model package (our planner, U-Net and writer) with random weights: fast, meaningless labels."""
+    import torch
+
+    from kidneytumorseg.model_package import write_package
+    from kidneytumorseg.networks import build_network, plan_network
+
+    torch.manual_seed(0)
+    network = plan_network(patch, spacing, base_features=4, max_features=16).to_dict()
+    members = [({"name": f"fold{i}"}, build_network(network).state_dict()) for i in range(segmenters)]
+    if with_localizer:
+        coarse_patch, coarse_spacing = (16, 16, 16), (12.0, 12.0, 12.0)
+        coarse = plan_network(coarse_patch, coarse_spacing, base_features=4, max_features=8).to_dict()
+        members.append(({"name": "localizer", "role": "localizer", "network": coarse, "patch_size": list(coarse_patch),
+                         "preprocessing": {"target_spacing": list(coarse_spacing),
+                                           "normalization": {"scheme": "clip_zscore", "clip": [-79, 304],
+                                                             "mean": 101.0, "std": 76.9}}},
+                        build_network(coarse).state_dict()))
+    return write_package(
+        folder, name="random-test", version=version, description="random weights, for tests",
+        preprocessing={"target_spacing": list(spacing),
+                       "normalization": {"scheme": "clip_zscore", "clip": [-79, 304], "mean": 101.0, "std": 76.9}},
+        network=network, patch_size=list(patch), inference={"tile_overlap": 0.25, "mirror_axes": [0, 1, 2]},
+        postprocessing={"max_kidney_components": 2, "remove_masses_not_touching_kidney": True,
+                        "min_component_ml": 0.0, "hysteresis": None},
+        members=members, provenance={"recipe": "random weights for tests"},
+    )
+
+
+@pytest.fixture(scope="session")
+def random_package(tmp_path_factory) -> Path:
+    """A store folder (``<dir>/random-test/1.0.0``) holding a random-weight package with a localizer."""
+    store = tmp_path_factory.mktemp("store")
+    _random_package(store / "random-test" / "1.0.0")
+    return store
+
+
+@pytest.fixture(scope="session")
+def make_random_package() -> Callable[..., Path]:
+    return _random_package
+
+
+@pytest.fixture(scope="session")
+def sample_ct() -> sitk.Image:
+    """The committed synthetic CT (3 mm, from a KiTS23 mask), as SimpleITK image."""
+    return sitk.ReadImage(str(SAMPLE_CT))

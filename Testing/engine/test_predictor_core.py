@@ -193,24 +193,3 @@ def test_progress_is_monotonic_and_ends_at_one_and_cancel_raises():
 
     with pytest.raises(Cancelled):
         predict(_ct(), SPACING, [_pointwise_net(1)], _settings(), cancel=CancelAfter(3))
-
-
-def test_settings_from_model_json_with_member_overrides():
-    model = {
-        "preprocessing": {"target_spacing": [3.0, 1.5, 1.5], "normalization": IDENTITY_HU},
-        "patch_size": [64, 128, 128],
-        "inference": {"tile_overlap": 0.5, "mirror_axes": [0, 1, 2], "gaussian_sigma_scale": 0.125},
-    }
-    member = {"patch_size": [32, 64, 64], "preprocessing": {"target_spacing": [6.0, 3.0, 3.0]},
-              "inference": {"mirror_axes": []}}
-    settings = PredictorSettings.from_model_json(model, member, device="cpu", batch_size=2)
-    assert settings.target_spacing == (6.0, 3.0, 3.0) and settings.patch_size == (32, 64, 64)
-    assert settings.mirror_axes == () and settings.tile_overlap == 0.5 and settings.batch_size == 2
-    assert settings.normalization["scheme"] == "clip_zscore"
-    assert PredictorSettings.from_model_json(model).mirror_axes == (0, 1, 2)
-    with pytest.raises(ValueError, match="patch_size"):
-        PredictorSettings.from_model_json({"preprocessing": model["preprocessing"]})
-    with pytest.raises(ValueError, match="unknown scheme"):
-        _settings(normalization={"scheme": "z"})
-    with pytest.raises(ValueError, match="tile_overlap"):
-        _settings(tile_overlap=1.5)

@@ -14,10 +14,10 @@ import sys
 from collections.abc import Sequence
 
 from kidneytumorseg import __version__
-from kidneytumorseg.cli import evaluate, models
+from kidneytumorseg.cli import evaluate, models, predict
 from kidneytumorseg.errors import KidneyTumorSegError
 
-SUBCOMMAND_MODULES = (evaluate, models)
+SUBCOMMAND_MODULES = (predict, evaluate, models)
 
 LOGGER = logging.getLogger("kidneytumorseg")
 

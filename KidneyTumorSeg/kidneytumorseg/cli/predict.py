@@ -1,0 +1,139 @@
+"""``kidneytumorseg predict -i INPUT -o OUTPUT``: segment a CT file, a DICOM folder or a folder of cases.
+
+Writes a label map (NIfTI or NRRD) and a Slicer ``.seg.nrrd`` per case and prints the volumes in ml.
+``--progress json`` speaks the background-process protocol: one JSON object per line on stdout, of type
+``progress`` (case, stage, fraction), ``log`` (level, message), ``result`` (one per case), ``error`` or
+``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from kidneytumorseg.errors import Cancelled, KidneyTumorSegError
+
+NAME = "predict"
+CANCELLED_EXIT_CODE = 130
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(NAME, help="segment kidney, tumor and cyst in CT", description=__doc__)
+    parser.add_argument("-i", "--input", type=Path, required=True,
+                        help="CT file (.nii.gz/.nrrd/.mha), DICOM series folder, or folder of cases")
+    parser.add_argument("-o", "--output", type=Path, required=True,
+                        help="label map file for a single input, else output folder")
+    parser.add_argument("--model", default=None, help="NAME or NAME@VERSION from the model store (default kits-demo)")
+    parser.add_argument("--store-dir", type=Path, help="user model folder (default: per-user data folder)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--quality", default="default", choices=["fast", "default", "best"],
+                        help="fast: one member, no mirroring; default: all members; best: all members + mirroring")
+    parser.add_argument("--members", help="comma-separated member (fold) names to use")
+    parser.add_argument("--overlap", type=float, help="tile overlap in [0, 1) (default: the model's)")
+    cascade = parser.add_mutually_exclusive_group()
+    cascade.add_argument("--cascade", dest="cascade", action="store_true", default=None,
+                         help="segment only around the kidneys the localizer finds (default when available)")
+    cascade.add_argument("--no-cascade", dest="cascade", action="store_false", help="segment the whole volume")
+    parser.add_argument("--allow-non-ct", action="store_true", help="go on when the intensities do not look like CT")
+    parser.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd"], help="label map format")
+    parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    parser.set_defaults(handler=run)
+    return parser
+
+
+class _JsonLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _emit({"type": "log", "level": record.levelname.lower(), "message": record.getMessage()})
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from kidneytumorseg.batch import DEFAULT_MODEL, predict_files
+    from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+    from kidneytumorseg.predictor import PredictionOptions
+
+    cancel = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    json_mode = args.progress == "json"
+    if json_mode:
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.addHandler(_JsonLines())
+    progress = _progress_reporter(args.progress)
+    try:
+        options = PredictionOptions(
+            quality=args.quality, device=args.device, tile_overlap=args.overlap, cascade=args.cascade,
+            members=tuple(args.members.split(",")) if args.members else None, allow_non_ct=args.allow_non_ct,
+        )
+        store = ModelStore(default_bundled_dir(), args.store_dir) if args.store_dir else None
+        report = predict_files(args.input, args.output, model=args.model or DEFAULT_MODEL, options=options,
+                               label_format=args.format, store=store, progress=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        return _cancelled(json_mode)
+    except Cancelled:
+        return _cancelled(json_mode)
+    except KidneyTumorSegError as error:
+        if json_mode:
+            _emit({"type": "error", "message": str(error)})
+            return 2
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.close()
+    for case in report.outputs:
+        if json_mode:
+            _emit({"type": "result", "case": case.name, "model": report.model, "labels": str(case.labels),
+                   "segmentation": str(case.segmentation), "volumes_ml": case.volumes_ml, "seconds": case.seconds})
+        else:
+            volumes = "  ".join(f"{name} {ml:8.1f} ml" for name, ml in case.volumes_ml.items())
+            sys.stdout.write(f"{case.name}: {volumes}   -> {case.labels}, {case.segmentation}\n")
+    for name, message in report.failures.items():
+        if json_mode:
+            _emit({"type": "error", "case": name, "message": message})
+        else:
+            sys.stderr.write(f"error: {name}: {message}\n")
+    return 1 if report.failures else 0
+
+
+def _cancelled(json_mode: bool) -> int:
+    if json_mode:
+        _emit({"type": "cancelled"})
+    else:
+        sys.stderr.write("cancelled: no output was written for the unfinished case\n")
+    return CANCELLED_EXIT_CODE
+
+
+class _progress_reporter:  # noqa: N801 - used like a function
+    """Progress as tqdm bars (per case), JSON lines, or nothing."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode, self.bar, self.case = mode, None, None
+
+    def __call__(self, case: str, stage: str, fraction: float) -> None:
+        if self.mode == "json":
+            _emit({"type": "progress", "case": case, "stage": stage, "fraction": round(fraction, 4)})
+        elif self.mode == "bar":
+            from tqdm import tqdm
+
+            if case != self.case:
+                self.close()
+                self.case, self.bar = case, tqdm(total=100, desc=case, unit="%", leave=True, file=sys.stderr)
+            self.bar.set_postfix_str(stage)
+            self.bar.update(max(0, round(100 * fraction) - self.bar.n))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -1,0 +1,78 @@
+"""``kidneytumorseg predict`` as users and the background-process protocol run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import SimpleITK as sitk
+
+from kidneytumorseg.cli.main import main
+
+SCRIPT = Path(sys.executable).with_name("kidneytumorseg")
+
+
+@pytest.fixture
+def ct_file(sample_ct, tmp_path):
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sample_ct, str(path))
+    return path
+
+
+def _args(ct, out, store, *extra):
+    return ["predict", "-i", str(ct), "-o", str(out), "--store-dir", str(store), "--model", "random-test",
+            "--device", "cpu", *extra]
+
+
+def test_predict_writes_files_and_prints_volumes(ct_file, tmp_path, random_package, capsys):
+    code = main(_args(ct_file, tmp_path / "out", random_package, "--quality", "fast", "--progress", "none"))
+    assert code == 0
+    assert (tmp_path / "out" / "ct.nii.gz").is_file() and (tmp_path / "out" / "ct.seg.nrrd").is_file()
+    printed = capsys.readouterr().out
+    assert "kidney" in printed and "ml" in printed and "ct.seg.nrrd" in printed
+
+
+def test_json_lines_protocol(ct_file, tmp_path, random_package):
+    result = subprocess.run([str(SCRIPT), *_args(ct_file, tmp_path / "out", random_package, "--progress", "json")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = {event["type"] for event in events}
+    assert {"progress", "result"} <= kinds and kinds <= {"progress", "log", "result", "error", "cancelled"}
+    fractions = [event["fraction"] for event in events if event["type"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    [final] = [event for event in events if event["type"] == "result"]
+    assert final["model"] == "random-test@1.0.0" and set(final["volumes_ml"]) == {"kidney", "tumor", "cyst"}
+    assert Path(final["segmentation"]).is_file()
+
+
+def test_an_unknown_model_is_a_clear_error(ct_file, tmp_path, random_package):
+    result = subprocess.run([str(SCRIPT), *_args(ct_file, tmp_path / "out", random_package)[:-4], "--model",
+                             "no-such-model"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "no-such-model" in result.stderr and "random-test" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_cancels_between_tiles_and_writes_nothing(ct_file, tmp_path, make_random_package):
+    store = tmp_path / "store"
+    make_random_package(store / "random-test" / "1.0.0", with_localizer=False, spacing=(1.5, 1.5, 1.5))
+    process = subprocess.Popen([str(SCRIPT), *_args(ct_file, tmp_path / "out", store, "--progress", "json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=os.environ | {"OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["type"] == "progress" and event["stage"].startswith("member"):
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline
+    remaining, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert json.loads(remaining.splitlines()[-1]) == {"type": "cancelled"}
+    assert not any((tmp_path / "out").glob("*.nii.gz")) and not any((tmp_path / "out").glob("*.nrrd"))
