@@ -56,8 +56,9 @@ def main() -> None:
         ("dataset size", f"{size_mb:.0f} MB"),
         ("phases", ", ".join(f"{k} {v}" for k, v in sorted(phases.items()))),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"{'synthetic dataset build':<{width}} | value")
+    title = "synthetic dataset build"
+    width = max([len(k) for k, _ in rows] + [len(title)])
+    print(f"{title:<{width}} | value")
     print(f"{'-' * width}-|------")
     for key, value in rows:
         print(f"{key:<{width}} | {value}")
