@@ -1,6 +1,6 @@
 """Benchmark: our sliding-window predictor against nnU-Net v2's and MONAI's, same network, weights and volume.
 
-    .venv/bin/python benchmarks/predictor_vs_peers.py                    # defaults: about 10 minutes on 2 cores
+    .venv/bin/python benchmarks/predictor_vs_peers.py                    # defaults: about 8 minutes on 2 cores
     .venv/bin/python benchmarks/predictor_vs_peers.py --mirror --repeats 5
     .venv/bin/python benchmarks/predictor_vs_peers.py --spacing 3 1.5 1.5 --patch 64 128 128 --features 32
 
@@ -39,16 +39,17 @@ What still differs at those parameters (read in the sources of nnunetv2 2.x and 
 
 Rows of the table:
 
-- timed, median of ``--repeats`` (peers interleaved, rotated order): ``ours``; nnU-Net and MONAI *as shipped*
-  (bare network, their own Gaussian and precision), the baseline the goal refers to; our coarse-to-fine mode.
+- timed, median of ``--repeats`` (interleaved, rotated order): ``ours``; nnU-Net and MONAI *as shipped* (bare
+  network, their own Gaussian and precision), the baseline the goal refers to; ``network forward alone``, the
+  same network over the same tiles and mirrored copies with nothing blended (the floor all three share, to
+  show what dominates); our coarse-to-fine mode and the localizer network.
 - once each (n=1, ``--no-agreement-rows`` skips them), to take differences 1-3 apart: nnU-Net and MONAI with
   the network wrapped to return its softmax (so they average probabilities, as ours) and blending with our
   Gaussian map (MONAI through its ``roi_weight_map`` argument, nnU-Net by replacing its ``compute_gaussian``
   during the call); nnU-Net once more with its float16 buffers and Gaussian made float32 (its module's
   ``torch.half`` replaced by float32 during the call). Those last rows are the identical-settings comparison.
   ``--all-variants`` adds the softmax-averaging peers with their own Gaussian.
-- ``network forward alone`` (n=1): the same network over the same tiles and mirrored copies, nothing blended;
-  the floor all three share, to show what dominates the time.
+- ``--profile``: one more run of ours under cProfile, its most expensive functions listed below the table.
 
 Compared with ours: the largest absolute difference over all voxels and classes between a row's probabilities
 and ours (repeat-1 outputs; softmax applied to the logits of the as-shipped peers), its 99.9th percentile over
@@ -64,17 +65,18 @@ for ``--localizer-patch`` at ``--localizer-spacing``, random weights, through
 ``total`` row. The labels from the boxes are compared with the full run's (argmax) on every box voxel and on
 the reference kidney-and-mass voxels.
 
-How it is measured: each measurement is a fresh process (this script with ``--only``) that loads the volume
-and the weights, times the one sliding-window call with ``time.perf_counter`` (no warm-up: every row pays the
-same first-call costs; for the as-shipped peers the final softmax is outside the timing) and reports its peak
-resident memory (``ru_maxrss``, imported libraries included) and the resident memory just before the call;
-``+MB in call`` is the difference.
+How it is measured: after one discarded warm-up run, each measurement is a fresh process (this script with
+``--only``) that loads the volume and the weights, times the one sliding-window call with ``time.perf_counter``
+(no warm-up call inside it: every row pays the same first-call costs; for the as-shipped peers the final
+softmax is outside the timing) and reports its peak resident memory (``ru_maxrss``, imported libraries
+included) and the resident memory just before the call; ``+MB in call`` is the difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import importlib.abc
 import importlib.metadata
 import io
@@ -84,6 +86,7 @@ import logging
 import math
 import os
 import platform
+import pstats
 import resource
 import statistics
 import subprocess
@@ -120,7 +123,7 @@ PEER_NAMES = {"ours": "ours", "nnunet": "nnU-Net v2", "monai": "MONAI"}
 ACCUMULATIONS = ("logits", "softmax")
 WEIGHTINGS = ("own", "shared")
 PRECISIONS = ("fp16", "fp32")
-TASKS = ("cascade", "localizer", "forward")
+TASKS = ("cascade", "localizer", "forward", "profile")
 
 
 class _NoTorchvision(importlib.abc.MetaPathFinder):
@@ -596,6 +599,11 @@ def measure(task: str, workdir: Path, save_output: bool) -> dict[str, Any]:
                                                      margin_mm=setup.margin_mm))
     elif task == "forward":
         _, seconds, before = _timed(lambda: _forward_alone(network, volume, setup))
+    elif task == "profile":
+        run, profiler = peer_runner(OURS, network, setup.config), cProfile.Profile()
+        _, seconds, before = _timed(lambda: profiler.runcall(run, volume))
+        entries = sorted(pstats.Stats(profiler).stats.items(), key=lambda item: item[1][2], reverse=True)
+        extra["profile"] = [[pstats.func_std_string(function), own] for function, (_, _, own, _, _) in entries[:8]]
     else:
         variant = Variant.from_key(task)
         run = peer_runner(variant, network, setup.config)
@@ -629,19 +637,22 @@ Results = dict[str, list[dict[str, Any]]]
 
 def _run_all(args: argparse.Namespace, workdir: Path) -> Results:
     """The timed rows interleaved in a rotated order per repeat (outputs saved from repeat 1), then the rest."""
-    timed = [OURS.key, *(v.key for v in AS_SHIPPED), *(("cascade", "localizer") if args.cascade else ())]
+    timed = [OURS.key, *(v.key for v in AS_SHIPPED), "forward", *(("cascade", "localizer") if args.cascade else ())]
     results: Results = {}
+    logger.info("Warm-up (discarded): the network forward alone")
+    run_measurement("forward", workdir, save_output=False)
     for repeat in range(args.repeats):
         logger.info("Repeat %d/%d", repeat + 1, args.repeats)
         shift = repeat % len(timed)
         for task in timed[shift:] + timed[:shift]:
             results.setdefault(task, []).append(run_measurement(task, workdir, save_output=repeat == 0))
-    once = ["forward"]
+    once = ["profile"] if args.profile else []
     if args.agreement_rows:
         once += [v.key for v in AGREEMENT_VARIANTS]
     if args.all_variants:
         once += [v.key for v in EXTRA_VARIANTS]
-    logger.info("Once each: %s", ", ".join(once))
+    if once:
+        logger.info("Once each: %s", ", ".join(once))
     for task in once:
         results[task] = [run_measurement(task, workdir, save_output=True)]
     return results
@@ -748,7 +759,7 @@ def _report(args: argparse.Namespace, setup: Setup, workdir: Path, results: Resu
         rows.append(_row(PEER_NAMES[variant.peer], variant.describe(), [r["seconds"] for r in runs], nnunet_seconds,
                          runs, agreement))
     forward_runs = results["forward"]
-    rows.append(_row("network forward alone", "same tiles and mirrorings, nothing blended",
+    rows.append(_row("network forward alone", "same tiles and mirrorings, no blending",
                      [r["seconds"] for r in forward_runs], nnunet_seconds, forward_runs))
     check = None
     if args.cascade:
@@ -767,6 +778,7 @@ def _report(args: argparse.Namespace, setup: Setup, workdir: Path, results: Resu
         ]
 
     print("Predictor vs peers: one network, one set of weights, one preprocessed volume")
+    print(f"Command: {Path(sys.executable).name} {' '.join(sys.argv)}")
     print(f"Hardware: {_cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
           f"{results[OURS.key][0]['threads']} threads; nnunetv2 {_version('nnunetv2')}, monai {_version('monai')}, "
           f"Python {platform.python_version()}.")
@@ -806,6 +818,14 @@ def _report(args: argparse.Namespace, setup: Setup, workdir: Path, results: Resu
               f"{'the same labels' if check.on_kidney[2] == 1.0 else 'NOT the same labels'} on the kidneys.")
         print("The coarse-to-fine localizer is a fixed module returning the case's reference mask, not a network; "
               "the localizer-network row times a real-sized one with random weights (its boxes unused).")
+        print("With random weights a voxel's label follows its tile's context (instance normalisation over the "
+              "tile, zero padding around a box smaller than the tile), which differs between a box and the whole "
+              "volume: equal labels need a trained network (the predictor tests check them with a context-free one).")
+    if "profile" in results:
+        profile = results["profile"][0]
+        print(f"Where ours spends its time (cProfile, one run, {profile['seconds']:.2f} s with profiling; own time):")
+        for function, own in profile["profile"]:
+            print(f"  {own:7.2f} s  {100 * own / profile['seconds']:5.1f}%  {function}")
 
 
 def benchmark(args: argparse.Namespace) -> None:
@@ -840,6 +860,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (default 3)")
     parser.add_argument("--agreement-rows", action=argparse.BooleanOptionalAction, default=True,
                         help="run the identical-settings variants of nnU-Net and MONAI once each (default on)")
+    parser.add_argument("--profile", action="store_true", help="profile one run of ours with cProfile (once)")
     parser.add_argument("--all-variants", action="store_true",
                         help="also run the softmax-averaging peers with their own Gaussian once each")
     parser.add_argument("--align", action=argparse.BooleanOptionalAction, default=True,
