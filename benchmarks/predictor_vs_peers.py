@@ -4,8 +4,8 @@
     .venv/bin/python benchmarks/predictor_vs_peers.py --mirror --repeats 5
     .venv/bin/python benchmarks/predictor_vs_peers.py --spacing 3 1.5 1.5 --patch 64 128 128 --features 32
 
-Needs nnunetv2 (``pip install nnunetv2 -c constraints.txt``, then ``pip uninstall -y torchvision``: torchvision
-must not be importable here, and this script refuses to import it).
+Needs the ``peers`` extra (``.venv/bin/pip install -e ".[peers]" -c constraints.txt``: nnunetv2, which pulls in
+torchvision; torchvision must never be imported here, and this script refuses to import it).
 
 What runs, on the same preprocessed volume (float32 ``(S, P, L)``, normalised, already at the model spacing):
 
@@ -832,8 +832,7 @@ def benchmark(args: argparse.Namespace) -> None:
     """Prepare the case, run every measurement, print the report."""
     for package in ("nnunetv2", "monai"):
         if _version(package) == "not installed":
-            raise SystemExit(f"{package} is not installed: .venv/bin/pip install {package} -c constraints.txt "
-                             f"(then .venv/bin/pip uninstall -y torchvision).")
+            raise SystemExit(f"{package} is not installed: .venv/bin/pip install -e '.[peers]' -c constraints.txt")
     with tempfile.TemporaryDirectory(prefix="predictor_vs_peers-") as folder:
         workdir = Path(folder)
         setup = prepare(args, workdir)

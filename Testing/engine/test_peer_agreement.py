@@ -91,7 +91,7 @@ def test_monai_agrees_with_ours(peers, network, volume, ours, mirror_axes):
 def test_nnunet_with_float32_sums_agrees_with_ours(peers, network, volume, ours, mirror_axes):
     """nnU-Net averaging softmax, blending with our Gaussian map, its float16 buffers made float32."""
     pytest.importorskip("nnunetv2.inference.predict_from_raw_data",
-                        reason="nnunetv2 is not installed (pip install nnunetv2 -c constraints.txt)")
+                        reason="nnunetv2 is not installed (pip install -e '.[peers]' -c constraints.txt)")
     variant = peers.Variant("nnunet", "softmax", "shared", "fp32")
     assert _largest_difference(peers, variant, network, volume, ours, mirror_axes) < TOLERANCE
 
@@ -100,7 +100,7 @@ def test_nnunet_with_float32_sums_agrees_with_ours(peers, network, volume, ours,
 def test_nnunet_as_shipped_sums_in_float16(peers, network, volume, ours):
     """As shipped nnU-Net keeps float16 sums: close to ours in the interior, far where only Gaussian tails reach."""
     pytest.importorskip("nnunetv2.inference.predict_from_raw_data",
-                        reason="nnunetv2 is not installed (pip install nnunetv2 -c constraints.txt)")
+                        reason="nnunetv2 is not installed (pip install -e '.[peers]' -c constraints.txt)")
     variant = peers.Variant("nnunet", "softmax", "shared", "fp16")
     theirs = peers.predict_probabilities(variant, network, volume, peers.SlidingWindowConfig(PATCH, 0.5, ()))
     per_voxel = np.abs(theirs - ours[()]).max(axis=0)
