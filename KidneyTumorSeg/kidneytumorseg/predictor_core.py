@@ -332,20 +332,3 @@ def predict(
         labels = postprocess(labels, spacing_lps, postprocessing, probabilities)
     report("done", 1.0)
     return Prediction(labels=labels, probabilities=probabilities, boxes=boxes)
-
-
-def predict_labels(
-    volume_lps: np.ndarray,
-    spacing_lps: Sequence[float],
-    members: Sequence[torch.nn.Module],
-    settings: PredictorSettings,
-    postprocessing: PostprocessingSettings | None = None,
-    localizer: torch.nn.Module | None = None,
-    cascade: CascadeSettings | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelEvent | None = None,
-) -> np.ndarray:
-    """Label map (uint8, 0..num_classes-1, input grid): argmax of :func:`predict_probabilities` + post-processing."""
-    return predict(volume_lps, spacing_lps, members, settings, postprocessing, localizer, cascade, progress,
-                   cancel).labels
-

@@ -16,7 +16,6 @@ from kidneytumorseg.predictor_core import (
     localize,
     merge_boxes,
     predict,
-    predict_labels,
     predict_probabilities,
 )
 
@@ -77,7 +76,7 @@ def test_probabilities_are_on_the_input_grid_and_sum_to_one():
     probabilities = predict_probabilities(volume, SPACING, [_conv_net(0)], settings)
     assert probabilities.shape == (4, *SHAPE) and probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
-    labels = predict_labels(volume, SPACING, [_conv_net(0)], settings)
+    labels = predict(volume, SPACING, [_conv_net(0)], settings).labels
     assert labels.shape == SHAPE and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2, 3}
     np.testing.assert_array_equal(labels, probabilities.argmax(axis=0))
 
@@ -159,7 +158,7 @@ def test_cascade_without_kidneys_falls_back_to_the_whole_volume(caplog):
         result = predict(volume, SPACING, [_pointwise_net(1)], _settings(), localizer=_BrightIsKidney(),
                          cascade=_cascade())
     assert result.boxes == [] and "found no kidney" in caplog.text
-    np.testing.assert_array_equal(result.labels, predict_labels(volume, SPACING, [_pointwise_net(1)], _settings()))
+    np.testing.assert_array_equal(result.labels, predict(volume, SPACING, [_pointwise_net(1)], _settings()).labels)
     with pytest.raises(ValueError, match="both"):
         predict(volume, SPACING, [_pointwise_net(1)], _settings(), localizer=_BrightIsKidney())
 
@@ -167,11 +166,11 @@ def test_cascade_without_kidneys_falls_back_to_the_whole_volume(caplog):
 def test_postprocessing_is_applied():
     big, small = (slice(6, 14), slice(12, 26), slice(4, 12)), (slice(5, 9), slice(14, 20), slice(28, 34))
     volume = _ct(kidneys=(big, small))
-    raw = predict_labels(volume, SPACING, [_BrightIsKidney()], _settings(),
-                         postprocessing=PostprocessingSettings.disabled())
+    raw = predict(volume, SPACING, [_BrightIsKidney()], _settings(),
+                         postprocessing=PostprocessingSettings.disabled()).labels
     assert (raw[big] == 1).all() and (raw[small] == 1).all()
-    processed = predict_labels(volume, SPACING, [_BrightIsKidney()], _settings(),
-                               postprocessing=PostprocessingSettings(max_kidney_components=1))
+    processed = predict(volume, SPACING, [_BrightIsKidney()], _settings(),
+                               postprocessing=PostprocessingSettings(max_kidney_components=1)).labels
     assert (processed[big] == 1).all() and not processed[small].any()
 
 
