@@ -1,9 +1,9 @@
 """The patient's anatomical frame, read from a KiTS mask and its affine.
 
-Generation happens on the mask re-oriented to LPS (array axes [k, j, i] pointing Superior, Posterior,
-Left), so that "right", "posterior" and "superior" below are anatomical directions whatever the file's
-own orientation was. Coordinates are in mm relative to the midpoint between the kidneys:
-``u`` grows to the patient's left, ``v`` posteriorly, ``w`` superiorly.
+Generation happens on the mask re-oriented to LPS by the engine's ``geometry.to_lps`` (array axes
+[k, j, i] pointing Superior, Posterior, Left), so that "right", "posterior" and "superior" below are
+anatomical directions whatever the file's own orientation was. Coordinates are in mm relative to the
+midpoint between the kidneys: ``u`` grows to the patient's left, ``v`` posteriorly, ``w`` superiorly.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import SimpleITK as sitk
 from scipy import ndimage
 
 from kidneytumorseg.labels import BACKGROUND
@@ -57,31 +56,10 @@ class AnatomicalFrame:
         return self.u[:, :, is_], self.v[:, js, :], self.w[ks, :, :]
 
 
-def orientation_code(image: sitk.Image) -> str:
-    """The three-letter DICOM orientation code of ``image`` (e.g. 'IPL' for KiTS files)."""
-    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
-
-
-def to_lps(image: sitk.Image) -> sitk.Image:
-    """Re-orient ``image`` so array axes (numpy order) point Superior, Posterior, Left."""
-    return sitk.DICOMOrient(image, "LPS")
-
-
-def from_lps(image_lps: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """Bring an image generated on the LPS grid back onto ``reference``'s exact grid."""
-    restored = sitk.DICOMOrient(image_lps, orientation_code(reference))
-    if restored.GetSize() != reference.GetSize():
-        raise RuntimeError(f"re-orientation changed the size {restored.GetSize()} vs {reference.GetSize()}")
-    restored.CopyInformation(reference)
-    return restored
-
-
-def build_frame(mask_lps: np.ndarray, spacing_lps_xyz: tuple[float, float, float]) -> AnatomicalFrame:
-    """Find the kidneys in an LPS-oriented mask and centre the coordinate frame between them.
-
-    ``spacing_lps_xyz`` is SimpleITK's spacing (L, P, S order) of the re-oriented image.
-    """
-    spacing = (float(spacing_lps_xyz[2]), float(spacing_lps_xyz[1]), float(spacing_lps_xyz[0]))
+def build_frame(mask_lps: np.ndarray, spacing: tuple[float, float, float]) -> AnatomicalFrame:
+    """Find the kidneys in an LPS-oriented mask ``(S, P, L)`` with ``spacing`` in that order (as
+    ``kidneytumorseg.geometry.to_lps`` returns them) and centre the coordinate frame between them."""
+    spacing = tuple(float(s) for s in spacing)
     shape = mask_lps.shape
     axes_mm = [np.arange(n, dtype=np.float32) * s for n, s in zip(shape, spacing, strict=True)]
     kidneys = _find_kidneys(mask_lps, axes_mm)

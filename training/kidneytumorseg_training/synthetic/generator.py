@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from kidneytumorseg.geometry import image_from_lps, to_lps
 from kidneytumorseg.image_io import check_3d, check_label_map
 from kidneytumorseg.resources import require_memory
 from kidneytumorseg_training.synthetic.anatomy import BodyPlan, build_tissue_map, plan_body
-from kidneytumorseg_training.synthetic.frame import build_frame, from_lps, to_lps
+from kidneytumorseg_training.synthetic.frame import build_frame
 from kidneytumorseg_training.synthetic.kidney_texture import paint_kidneys
 from kidneytumorseg_training.synthetic.noise import smooth_noise
 from kidneytumorseg_training.synthetic.scanner import ScannerSettings, acquire, draw_scanner
@@ -64,9 +65,8 @@ def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None) -> Synt
         phases = list(PHASE_PROBABILITIES)
         phase = phases[int(phase_rng.choice(len(phases), p=list(PHASE_PROBABILITIES.values())))]
 
-    mask_lps_image = to_lps(sitk.Cast(mask, sitk.sitkUInt8))
-    labels = sitk.GetArrayFromImage(mask_lps_image)
-    frame = build_frame(labels, mask_lps_image.GetSpacing())
+    labels, spacing, orientation = to_lps(sitk.Cast(mask, sitk.sitkUInt8))
+    frame = build_frame(labels, spacing)
     body = plan_body(frame, body_rng)
     tissue = build_tissue_map(frame, labels, body, anatomy_rng)
 
@@ -89,9 +89,7 @@ def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None) -> Synt
     ct = acquire(hu, frame, scanner, scanner_rng, metal_sites)
     del hu, tissue
 
-    ct_lps_image = sitk.GetImageFromArray(ct)
-    ct_lps_image.CopyInformation(mask_lps_image)
-    image = from_lps(ct_lps_image, mask)
+    image = image_from_lps(ct, orientation)
     logger.debug("generated %s-phase CT, size %s, seed %d", phase.value, image.GetSize(), seed)
     return SyntheticCT(
         image=image, seed=seed, phase=phase, body=body, scanner=scanner,

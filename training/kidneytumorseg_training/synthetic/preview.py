@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from kidneytumorseg.atomic import atomic_path
+from kidneytumorseg.geometry import to_lps
 from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
 
 WINDOW_LEVEL = (400.0, 40.0)
@@ -23,12 +24,10 @@ PANEL_HEIGHT = 320
 
 def render_preview(ct: sitk.Image, mask: sitk.Image | None, title: str = "") -> Image.Image:
     """Return the montage as a PIL image."""
-    ct_lps = sitk.GetArrayFromImage(sitk.DICOMOrient(ct, "LPS")).astype(np.float32)  # (S, P, L)
-    spacing = sitk.DICOMOrient(ct, "LPS").GetSpacing()  # (L, P, S)
-    labels = (
-        sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.Cast(mask, sitk.sitkUInt8), "LPS"))
-        if mask is not None else np.zeros(ct_lps.shape, dtype=np.uint8)
-    )
+    ct_lps, spacing_sal, _ = to_lps(ct)  # (S, P, L) array, spacing (si, ap, lr)
+    ct_lps = ct_lps.astype(np.float32, copy=False)
+    spacing = spacing_sal[::-1]  # (L, P, S), as the panels below index it
+    labels = to_lps(sitk.Cast(mask, sitk.sitkUInt8))[0] if mask is not None else np.zeros(ct_lps.shape, np.uint8)
     centre = _focus(labels)
     k, j, i = centre
     width, level = WINDOW_LEVEL
