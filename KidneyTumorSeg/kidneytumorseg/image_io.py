@@ -87,6 +87,8 @@ def check_label_map(image: sitk.Image, name: str | os.PathLike[str]) -> None:
             f"{name} holds non-integer values; a label map must hold the KiTS labels 0 background, "
             f"1 kidney, 2 tumor, 3 cyst."
         )
+    if array.size == 0 or (min(VALID_LABELS) <= array.min() and array.max() <= max(VALID_LABELS)):
+        return  # 0..3 are all valid: no need to sort the whole volume (np.unique) on the common path
     present = {int(v) for v in np.unique(array)}
     unexpected = sorted(present - VALID_LABELS)
     if unexpected:
