@@ -20,7 +20,7 @@ from kidneytumorseg_training.synthetic.tissues import PHASE_PROBABILITIES, TEXTU
 
 logger = logging.getLogger(__name__)
 
-# Peak memory of one generation per voxel of the mask grid (measured with /usr/bin/time: 23 bytes on
+# Peak memory of one generation per voxel of the mask grid (benchmarks/generator_memory.py: 22.4 bytes on
 # a 70-million-voxel case), plus headroom.
 BYTES_PER_VOXEL = 28
 
