@@ -15,6 +15,10 @@ from pathlib import Path
 
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.image_io import read_image, read_label_map, write_image_atomic
+from kidneytumorseg_training.cli import prepare, train
+
+# Subcommand modules with ``add_parser(subparsers)`` setting ``handler`` (the engine CLI's pattern).
+PIPELINE_MODULES = (prepare, train)
 
 logger = logging.getLogger("kidneytumorseg_training")
 
@@ -56,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--cases", help="comma-separated case names to build (default: all)")
     build.add_argument("--limit", type=int, help="build only the first N cases")
     build.add_argument("--no-preview", action="store_true", help="skip the preview PNGs")
+
+    for module in PIPELINE_MODULES:
+        module.add_parser(commands)
 
     preview = commands.add_parser("preview", help="write a PNG montage of a CT with its mask outlined")
     preview.add_argument("image", type=Path)
@@ -115,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     handlers = {"synth": _synth, "build-dataset": _build, "preview": _preview}
     try:
-        return handlers[args.command](args)
+        return int(handlers[args.command](args) if args.command in handlers else args.handler(args))
     except KidneyTumorSegError as error:
         sys.stderr.write(f"error: {error}\n")
         return 2

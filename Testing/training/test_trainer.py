@@ -1,0 +1,144 @@
+"""The training loop on a tiny dataset: it learns, it resumes after a kill, it repeats itself, DDP trains one
+model across two CPU processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tiny_preprocessed import write_tiny_preprocessed
+
+from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg_training.checkpoint import find_checkpoint
+from kidneytumorseg_training.trainer import train
+from kidneytumorseg_training.training_config import TrainingConfig
+
+TRAIN_IDS = ["case_00000", "case_00001", "case_00002"]
+VAL_IDS = ["case_00003"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_tiny_preprocessed(tmp_path_factory.mktemp("pre"), cases=4)
+
+
+def _config(folder: Path, **changes) -> TrainingConfig:
+    settings = dict(preprocessed=str(folder), train_ids=TRAIN_IDS, val_ids=VAL_IDS, epochs=2,
+                    iterations_per_epoch=4, val_iterations=2, seed=1, num_workers=0, threads=1, device="cpu",
+                    augmentation={"enabled": False})
+    settings.update(changes)
+    return TrainingConfig(**settings)
+
+
+def _weights(run_dir: Path, which: str = "checkpoint_latest") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / which / "model.safetensors"))
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_learns_the_tiny_task_far_beyond_chance(folder, tmp_path):
+    config = _config(folder, epochs=10, iterations_per_epoch=10, val_iterations=4, optimizer="adam",
+                     learning_rate=0.01, foreground_fraction=0.5, threads=2)
+    result = train(config, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == list(range(1, 11)) == [e["epoch"] for e in result.history]
+    last = history[-1]
+    assert last["val_dice"]["kidney"] > 0.8, history
+    assert last["val_dice"]["tumor"] > 0.5, history
+    assert last["train_loss"] < history[0]["train_loss"]
+    assert 0.0 <= last["data_wait_fraction"] <= 1.0 and last["patches_per_second"] > 0
+    assert find_checkpoint(tmp_path / "run" / "checkpoint_best") is not None
+    saved = TrainingConfig.load(tmp_path / "run")
+    assert saved == config
+
+
+def test_same_seed_same_weights_and_other_seed_differs(folder, tmp_path):
+    train(_config(folder), tmp_path / "a")
+    train(_config(folder), tmp_path / "b")
+    train(_config(folder, seed=2), tmp_path / "c")
+    assert _same(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert not _same(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+
+def test_resume_continues_exactly(folder, tmp_path):
+    train(_config(folder, epochs=3), tmp_path / "whole")
+    train(_config(folder, epochs=3), tmp_path / "split", stop_after=1)
+    state = json.loads((tmp_path / "split" / "checkpoint_latest" / "state.json").read_text())
+    assert state["state"]["epoch"] == 1
+    train(_config(folder, epochs=3), tmp_path / "split")
+    history = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2, 3]
+    assert _same(_weights(tmp_path / "whole"), _weights(tmp_path / "split"))
+
+
+def test_a_different_config_in_the_same_folder_is_refused(folder, tmp_path):
+    train(_config(folder, epochs=1), tmp_path / "run")
+    with pytest.raises(KidneyTumorSegError, match="other settings.*learning_rate"):
+        train(_config(folder, epochs=1, learning_rate=0.5), tmp_path / "run")
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "kidneytumorseg_training.cli.main", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_killed_run_loses_at_most_one_epoch(folder, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", str(folder), "-o", str(run_dir), "--train-cases", ",".join(TRAIN_IDS), "--val-cases",
+            VAL_IDS[0], "--epochs", "30", "--iterations", "3", "--val-iterations", "1", "--workers", "1",
+            "--device", "cpu", "--threads", "1", "--no-augmentation"]
+    process = _cli(*args)
+    deadline = time.monotonic() + 120
+    history = run_dir / "history.json"
+    while time.monotonic() < deadline and process.poll() is None:
+        if history.is_file() and len(json.loads(history.read_text())) >= 2:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[0]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(json.loads(history.read_text()))
+    state = json.loads((find_checkpoint(run_dir / "checkpoint_latest") / "state.json").read_text())["state"]
+    assert state["epoch"] >= done - 1 >= 1  # the kill cost at most the epoch in progress
+    resumed = _cli("train", "--resume", str(run_dir), "--epochs", str(state["epoch"] + 2))
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert f"Resuming {run_dir} after epoch {state['epoch']}" in output
+    history_after = json.loads(history.read_text())
+    assert [entry["epoch"] for entry in history_after] == list(range(1, state["epoch"] + 3))
+    assert (run_dir / "report.png").is_file()
+
+
+def test_two_cpu_processes_train_one_model(folder, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(29500 + os.getpid() % 1000), "-m", "kidneytumorseg_training.cli.main", "train", str(folder),
+               "-o", str(run_dir), "--train-cases", ",".join(TRAIN_IDS), "--val-cases", VAL_IDS[0],
+               "--epochs", "2", "--iterations", "3", "--val-iterations", "1", "--workers", "0",
+               "--device", "cpu", "--threads", "1", "--no-augmentation"]
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "DDP rank 1/2" in finished.stderr and "DDP rank 0/2" in finished.stderr
+    assert "DDP: the 2 ranks hold identical parameters" in finished.stderr
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["world_size"] == 2
+    history = json.loads((run_dir / "history.json").read_text())
+    # Two processes with a batch of 2 each: 4 patches per step.
+    assert len(history) == 2
+    single = tmp_path / "single"
+    train(_config(folder, epochs=2, iterations_per_epoch=3, val_iterations=1, seed=0), single)
+    # The DDP model differs from a one-process run (it saw rank 1's patches too) but is one model: rank 0
+    # saved it, and it is a trained network (not the initial weights).
+    assert not _same(_weights(run_dir), _weights(single))
