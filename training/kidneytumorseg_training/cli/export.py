@@ -1,0 +1,57 @@
+"""``kidneytumorseg-train export``: write trained runs as one model package (the runs become its members).
+
+Examples::
+
+    kidneytumorseg-train export runs/fold0 runs/fold1 -o packages/kits-demo --name kits-demo --version 1.0.0
+    kidneytumorseg-train export runs/fold* --localizer runs/localizer -o pkg --name kits --version 2.0.0 --import
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+LOGGER = logging.getLogger("kidneytumorseg_training")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("export", help="write trained runs as one model package",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders (each becomes a segmenter member)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="package folder to write")
+    parser.add_argument("--name", required=True, help="package name, e.g. kits-demo")
+    parser.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")
+    parser.add_argument("--localizer", type=Path, help="run folder of a low-resolution localizer (cascade mode)")
+    parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    parser.add_argument("--members", help="comma-separated member names (default: the run folder names)")
+    parser.add_argument("--description", default="", help="one line for model.json")
+    parser.add_argument("--metrics", type=Path, help="JSON file of measured metrics to record in the provenance")
+    parser.add_argument("--recipe", default="kidneytumorseg-train", help="recipe name for the provenance")
+    parser.add_argument("--data", default="", help="what the runs were trained on, for the provenance")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing package folder")
+    parser.add_argument("--import", dest="import_", action="store_true", help="also import it into the user store")
+    parser.add_argument("--store-dir", type=Path, help="user model store folder (default: the standard one)")
+    parser.set_defaults(handler=run_command)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from kidneytumorseg_training.export import export_package
+
+    provenance: dict = {"recipe": args.recipe, "data": args.data, "runs": [str(run) for run in args.runs]}
+    if args.metrics:
+        provenance["metrics"] = json.loads(args.metrics.read_text())
+    folder = export_package(
+        args.runs, args.output, name=args.name, version=args.version, localizer=args.localizer,
+        checkpoint=args.checkpoint, member_names=args.members.split(",") if args.members else None,
+        provenance=provenance, description=args.description, overwrite=args.overwrite)
+    LOGGER.info("Wrote %s@%s to %s", args.name, args.version, folder)
+    if args.import_:
+        from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+
+        store = ModelStore.default() if args.store_dir is None else ModelStore(default_bundled_dir(), args.store_dir)
+        imported = store.import_package(folder)
+        LOGGER.info("Imported %s@%s into %s", args.name, args.version, getattr(imported, "path", store.user_dir))
+    return 0
