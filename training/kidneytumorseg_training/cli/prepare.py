@@ -62,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from kidneytumorseg_training.datasets import find_training_cases
+    from kidneytumorseg.errors import KidneyTumorSegError
+    from kidneytumorseg_training.datasets import check_case, find_training_cases
     from kidneytumorseg_training.planning import (
         PLANS_NAME,
         compute_fingerprint,
@@ -74,6 +75,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     cases = find_training_cases(args.dataset, args.cases.split(",") if args.cases else None)
     LOGGER.info("%d case(s) in %s", len(cases), args.dataset)
+    if args.skip_bad and not (args.output / PLANS_NAME).is_file():
+        usable = []
+        for case in cases:  # the fingerprint reads every case, so drop unusable ones first
+            try:
+                check_case(case)
+                usable.append(case)
+            except KidneyTumorSegError as error:
+                LOGGER.warning("skipped %s: %s", case.case_id, error)
+        cases = usable
     if (args.output / PLANS_NAME).is_file():
         plans = load_plans(args.output)
         LOGGER.info("Using the existing plan %s", args.output / PLANS_NAME)
