@@ -1,5 +1,6 @@
 """Segment files: one CT file, one DICOM series folder, or a folder of cases, written as label maps and
-Slicer ``.seg.nrrd`` files. The Python function behind ``kidneytumorseg predict``.
+Slicer ``.seg.nrrd`` files (and, when asked, ``<case>_overlay.png`` pictures of the CT with the predicted
+labels). The Python function behind ``kidneytumorseg predict``.
 
     from kidneytumorseg.batch import predict_files
     report = predict_files("case.nii.gz", "out/", model="kits-demo", options=PredictionOptions(quality="fast"))
@@ -23,6 +24,7 @@ from kidneytumorseg.errors import (
 )
 from kidneytumorseg.image_io import dicom_series_in, image_suffix, read_ct, write_image_atomic
 from kidneytumorseg.model_store import ModelStore
+from kidneytumorseg.overlay import save_preview
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg.segmentation_file import SEG_SUFFIX, write_segmentation
 
@@ -31,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "kits-demo"
 LABEL_FORMATS = (".nii.gz", ".nrrd")
 CASE_IMAGE_NAMES = ("imaging.nii.gz", "imaging.nrrd", "imaging.mha")
+OVERLAY_SUFFIX = "_overlay.png"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class CaseOutput:
     segmentation: Path
     volumes_ml: dict[str, float]
     seconds: float
+    overlay: Path | None = None  # the PNG overlay, when one was asked for
 
 
 @dataclass
@@ -116,6 +120,19 @@ def output_paths(case: CaseInput, output: Path, single: bool, label_format: str)
     return output / f"{case.name}{label_format}", output / f"{case.name}{SEG_SUFFIX}"
 
 
+def overlay_path(labels_path: Path) -> Path:
+    """Where a case's PNG overlay goes: next to its label map, ``<label map name>_overlay.png``."""
+    suffix = image_suffix(labels_path)
+    base = labels_path.name[: -len(suffix)] if suffix else labels_path.stem
+    return labels_path.with_name(base + OVERLAY_SUFFIX)
+
+
+def overlay_title(case: str, model: str, volumes_ml: dict[str, float]) -> str:
+    """The overlay's title: case, model and the volumes in ml."""
+    volumes = "  ".join(f"{name} {ml:.1f} ml" for name, ml in volumes_ml.items())
+    return f"{case}   {model}   {volumes}"
+
+
 def predict_files(
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -126,9 +143,11 @@ def predict_files(
     predictor: Predictor | None = None,
     progress: Callable[[str, str, float], None] | None = None,
     cancel: Any = None,
+    overlay: bool = False,
 ) -> BatchReport:
     """Segment every case of ``input_path`` into ``output``. A case that fails is reported by name and the
-    others go on; cancelling stops at once (``Cancelled``), and a case is written only when complete."""
+    others go on; cancelling stops at once (``Cancelled``), and a case is written only when complete.
+    With ``overlay``, each case also gets a PNG of the CT with the predicted labels (see ``overlay_path``)."""
     cases, single = find_inputs(input_path)
     output = Path(output)
     check_writable(output.parent if single and image_suffix(output) else output)
@@ -136,6 +155,7 @@ def predict_files(
     report = BatchReport(model=predictor.model_spec)
     for case in cases:
         labels_path, segmentation_path = output_paths(case, output, single, label_format)
+        picture = overlay_path(labels_path) if overlay else None
         try:
             image = read_ct(case.path)
             case_progress = (lambda stage, fraction, c=case.name: progress(c, stage, fraction)) if progress else None
@@ -144,6 +164,9 @@ def predict_files(
             write_segmentation(result.labels, segmentation_path,
                                names={k: v[0] for k, v in predictor.package.labels.items()},
                                colors={k: v[1] for k, v in predictor.package.labels.items()})
+            if picture is not None:
+                save_preview(image, result.labels, picture,
+                             title=overlay_title(case.name, report.model, result.volumes_ml))
         except Cancelled:
             raise
         except (KidneyTumorSegError, OSError) as error:
@@ -153,6 +176,6 @@ def predict_files(
             logger.error("%s: %s", case.name, error)
             continue
         report.outputs.append(CaseOutput(case.name, case.path, labels_path, segmentation_path, result.volumes_ml,
-                                         round(result.seconds, 2)))
+                                         round(result.seconds, 2), picture))
         logger.info("%s: %s", case.name, ", ".join(f"{k} {v:.1f} ml" for k, v in result.volumes_ml.items()))
     return report

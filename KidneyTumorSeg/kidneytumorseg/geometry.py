@@ -102,9 +102,13 @@ def array_from_lps(array_lps: np.ndarray, orientation: Orientation) -> np.ndarra
 
 
 def to_lps(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float], Orientation]:
-    """The image's voxels as a contiguous LPS array ``(S, P, L)``, its spacing ``(si, ap, lr)``, and how to go back."""
+    """The image's voxels as a contiguous LPS array ``(S, P, L)``, its spacing ``(si, ap, lr)``, and how to go back.
+
+    The array is always a copy: for an image already stored in LPS order a view would share the image's
+    buffer and dangle once a temporary image (``to_lps(sitk.Cast(...))``) is freed.
+    """
     orientation = orientation_of(image)
-    array = np.ascontiguousarray(array_to_lps(sitk.GetArrayViewFromImage(image), orientation))
+    array = np.array(array_to_lps(sitk.GetArrayViewFromImage(image), orientation), order="C", copy=True)
     return array, orientation.lps_spacing, orientation
 
 

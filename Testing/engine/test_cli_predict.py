@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
 from kidneytumorseg.cli.main import main
 
@@ -76,3 +77,21 @@ def test_sigterm_cancels_between_tiles_and_writes_nothing(ct_file, tmp_path, mak
     assert process.returncode == 130
     assert json.loads(remaining.splitlines()[-1]) == {"type": "cancelled"}
     assert not any((tmp_path / "out").glob("*.nii.gz")) and not any((tmp_path / "out").glob("*.nrrd"))
+
+
+def test_overlay_writes_a_png_only_when_asked(ct_file, tmp_path, random_package, capsys):
+    assert main(_args(ct_file, tmp_path / "plain", random_package, "--quality", "fast", "--progress", "none")) == 0
+    assert not any((tmp_path / "plain").glob("*.png"))
+    assert "_overlay.png" not in capsys.readouterr().out
+
+    result = subprocess.run([str(SCRIPT), *_args(ct_file, tmp_path / "out", random_package, "--quality", "fast",
+                                                 "--progress", "json", "--overlay")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    [final] = [json.loads(line) for line in result.stdout.splitlines() if json.loads(line)["type"] == "result"]
+    overlay = tmp_path / "out" / "ct_overlay.png"
+    assert final["overlay"] == str(overlay)
+    with Image.open(overlay) as png:
+        png.verify()
+        assert png.format == "PNG" and png.width > 300 and png.height > 300
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct.nii.gz", "ct.seg.nrrd", "ct_overlay.png"]

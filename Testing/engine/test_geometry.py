@@ -134,3 +134,13 @@ def test_bspline_and_unknown_interpolation():
     assert resample_array(volume, (1, 1, 1), (2, 2, 2), "bspline").shape == (3, 3, 3)
     with pytest.raises(ValueError, match="Unknown interpolation"):
         resample_array(volume, (1, 1, 1), (2, 2, 2), "cubic")
+
+
+def test_to_lps_of_a_temporary_lps_image_owns_its_voxels():
+    values = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4)
+    image = sitk.GetImageFromArray(values)  # identity direction: already LPS
+    array, _, _ = to_lps(sitk.Cast(image, sitk.sitkFloat32))  # the cast image is freed right away
+    assert array.flags.owndata and array.flags.c_contiguous
+    np.testing.assert_array_equal(array, values.astype(np.float32))
+    array[...] = -1  # writing to it must not touch any image
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), values)

@@ -1,6 +1,8 @@
 """``kidneytumorseg predict -i INPUT -o OUTPUT``: segment a CT file, a DICOM folder or a folder of cases.
 
-Writes a label map (NIfTI or NRRD) and a Slicer ``.seg.nrrd`` per case and prints the volumes in ml.
+Writes a label map (NIfTI or NRRD) and a Slicer ``.seg.nrrd`` per case and prints the volumes in ml;
+with ``--overlay`` also ``<case>_overlay.png``, the CT with the predicted labels outlined, titled with the
+model and the volumes.
 ``--progress json`` speaks the background-process protocol: one JSON object per line on stdout, of type
 ``progress`` (case, stage, fraction), ``log`` (level, message), ``result`` (one per case), ``error`` or
 ``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing half-written is left behind.
@@ -42,6 +44,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     cascade.add_argument("--no-cascade", dest="cascade", action="store_false", help="segment the whole volume")
     parser.add_argument("--allow-non-ct", action="store_true", help="go on when the intensities do not look like CT")
     parser.add_argument("--format", default=".nii.gz", choices=[".nii.gz", ".nrrd"], help="label map format")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <case>_overlay.png next to the label map: the CT (axial, coronal, sagittal) "
+                             "with the predicted labels outlined, titled with the model and the volumes in ml")
     parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
     parser.set_defaults(handler=run)
     return parser
@@ -78,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
         )
         store = ModelStore(default_bundled_dir(), args.store_dir) if args.store_dir else None
         report = predict_files(args.input, args.output, model=args.model or DEFAULT_MODEL, options=options,
-                               label_format=args.format, store=store, progress=progress, cancel=cancel)
+                               label_format=args.format, store=store, progress=progress, cancel=cancel,
+                               overlay=args.overlay)
     except KeyboardInterrupt:
         cancel.set()
         return _cancelled(json_mode)
@@ -94,11 +100,13 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     for case in report.outputs:
         if json_mode:
-            _emit({"type": "result", "case": case.name, "model": report.model, "labels": str(case.labels),
-                   "segmentation": str(case.segmentation), "volumes_ml": case.volumes_ml, "seconds": case.seconds})
+            event = {"type": "result", "case": case.name, "model": report.model, "labels": str(case.labels),
+                     "segmentation": str(case.segmentation), "volumes_ml": case.volumes_ml, "seconds": case.seconds}
+            _emit(event | ({"overlay": str(case.overlay)} if case.overlay else {}))
         else:
             volumes = "  ".join(f"{name} {ml:8.1f} ml" for name, ml in case.volumes_ml.items())
-            sys.stdout.write(f"{case.name}: {volumes}   -> {case.labels}, {case.segmentation}\n")
+            written = ", ".join(str(path) for path in (case.labels, case.segmentation, case.overlay) if path)
+            sys.stdout.write(f"{case.name}: {volumes}   -> {written}\n")
     for name, message in report.failures.items():
         if json_mode:
             _emit({"type": "error", "case": name, "message": message})
