@@ -1,14 +1,10 @@
 #!/usr/bin/env bash
-# The main job, from a fresh clone: set up ./.venv if needed, then make a synthetic abdominal CT from the
-# bundled KiTS23-derived sample mask and write it with a preview PNG. (Once a trained model is bundled,
-# this segments the bundled sample CT instead.)
+# The main job, from a fresh clone: set up ./.venv if needed, then segment the bundled sample CT
+# (KidneyTumorSeg/Resources/SampleData, a synthetic CT made from a real KiTS23 mask) with the bundled
+# model kits-demo. Writes the label map, a 3D Slicer .seg.nrrd and a PNG overlay to demo_output/ (or $1)
+# and prints the kidney, tumor and cyst volumes in ml. Not for clinical use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out="${1:-demo_output}"
-sample=Testing/fixtures/synthetic/case_00112
-mkdir -p "$out/case_00112"
-.venv/bin/kidneytumorseg-train synth "$sample/segmentation.nii.gz" --seed 0 \
-  -o "$out/case_00112/imaging.nii.gz" --mask-output "$out/case_00112/segmentation.nii.gz" \
-  --preview "$out/case_00112/preview.png"
-echo "Wrote $out/case_00112/imaging.nii.gz (synthetic CT), its mask, and $out/case_00112/preview.png"
+.venv/bin/kidneytumorseg predict -i KidneyTumorSeg/Resources/SampleData -o "$out" --model kits-demo --overlay

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.image_io import read_image, read_label_map, write_image_atomic
-from kidneytumorseg_training.cli import export, prepare, train
+from kidneytumorseg_training.cli import export, finetune, prepare, train
 
 # Subcommand modules with ``add_parser(subparsers)`` setting ``handler`` (the engine CLI's pattern).
-PIPELINE_MODULES = (prepare, train, export)
+PIPELINE_MODULES = (prepare, train, export, finetune)
 
 logger = logging.getLogger("kidneytumorseg_training")
 

@@ -1,0 +1,423 @@
+"""Fine-tune a model package on corrections exported by the Slicer module: a new version of the package.
+
+    result = finetune("kits-demo@1.0.0", Path("corrections"), epochs=5, iterations=20)
+    result.version                  # "1.0.1", imported into the user model store beside 1.0.0
+    result.before, result.after     # KiTS metrics of the held-out corrected cases, old and new members
+
+Steps: split the corrections into fine-tune and held-out cases; preprocess the fine-tune cases (plus optional
+replay data) with the package's own spacing and normalisation; train every segmenter from its packaged weights;
+score old and new members on the held-out cases with the engine's predictor; write the new version (localizer
+copied unchanged; parent, corrections and metrics in its provenance) and import it. The work folder keeps
+everything, with ``report.json`` / ``report.md``; running again with the same settings resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from kidneytumorseg.atomic import atomic_path, write_text_atomic
+from kidneytumorseg.device import select_device
+from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg.labels import KITS_REGIONS
+from kidneytumorseg.model_package import (
+    MemberSpec,
+    ModelPackage,
+    build_member,
+    load_member_weights,
+    parse_version,
+    write_package,
+)
+from kidneytumorseg.model_store import ModelStore
+from kidneytumorseg.networks import build_network
+from kidneytumorseg.postprocessing import PostprocessingSettings
+from kidneytumorseg.predictor import settings_for
+from kidneytumorseg_training.checkpoint import load_weights
+from kidneytumorseg_training.datasets import (
+    CORRECTION_RECORD,
+    DatasetError,
+    TrainingCase,
+    check_case,
+    find_training_cases,
+)
+from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, load_plans, validate_plans
+from kidneytumorseg_training.preprocessing import case_files, is_case_complete, preprocess_dataset
+from kidneytumorseg_training.sampling import complete_case_ids
+from kidneytumorseg_training.splits import holdout_split
+from kidneytumorseg_training.trainer import LATEST, train
+from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
+from kidneytumorseg_training.validation import ValidationResult, validate_cases, write_validation_report
+
+logger = logging.getLogger(__name__)
+
+REPLAY_PREFIX = "replay_"
+REPORT_JSON, REPORT_MD = "report.json", "report.md"
+PACKAGE_REPORT_STEM = "finetune_report"  # the report's name inside the new package folder
+MIN_CASES = 2
+BATCH_SIZE = 2
+Progress = Callable[[str, float], None]
+
+
+class FinetuneError(KidneyTumorSegError, ValueError):
+    """Fine-tuning cannot run as asked; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The new package (its folder in the store), its version, the held-out metrics before and after."""
+
+    package_path: Path
+    version: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    holdout_ids: list[str]
+    train_ids: list[str]
+    report_path: Path | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def next_patch_version(version: str) -> str:
+    """``"1.0.0"`` -> ``"1.0.1"``."""
+    major, minor, patch = parse_version(version)
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str, str]]:
+    """The checked corrected cases of ``corrections`` and the skipped ones (case id -> why), each named in the log.
+    FinetuneError unless the folder is a corrections export with at least 2 usable cases."""
+    need = (f"Fine-tuning needs at least {MIN_CASES} usable corrected cases (one to train on, one to check the "
+            f"result on): export more corrections from the Slicer module into {corrections}.")
+    try:
+        found = find_training_cases(corrections)
+    except DatasetError as error:
+        raise FinetuneError(f"{error} {need}") from error
+    if any(case.source != "corrections" for case in found):
+        raise FinetuneError(f"{corrections} is not a corrections export: no case_<id> folder holds "
+                            f"{CORRECTION_RECORD} (half-written exports lack it). {need} Give other training data "
+                            f"as --replay.")
+    names = {case.case_id for case in found}
+    incomplete = f"incomplete export (no {CORRECTION_RECORD}, imaging or segmentation): export it again"
+    skipped = {p.name: incomplete for p in sorted(corrections.iterdir())
+               if p.is_dir() and p.name.startswith("case_") and p.name not in names}
+    usable = []
+    for case in found:
+        try:
+            check_case(case)
+        except DatasetError as error:
+            logger.warning("skipping the correction %s: %s", case.case_id, error)
+            skipped[case.case_id] = str(error)
+        else:
+            usable.append(case)
+    if len(usable) < MIN_CASES:
+        bad = f" Skipped: {', '.join(sorted(skipped))}." if skipped else ""
+        raise FinetuneError(f"{corrections} holds {len(usable)} usable corrected case(s).{bad} {need}")
+    return usable, skipped
+
+
+def package_plans(member: MemberSpec, dataset: str) -> dict[str, Any]:
+    """A plans dict (docs/training-contracts.md) that preprocesses data as the package's member expects."""
+    network = {**member.network, "deep_supervision": True}
+    return validate_plans({
+        "format_version": FORMAT_VERSION, "name": "finetune", "dataset": dataset, "budget": "package",
+        "target_spacing": [float(s) for s in member.preprocessing["target_spacing"]],
+        "normalization": member.preprocessing["normalization"], "image_interpolation": "linear",
+        "patch_size": list(member.patch_size), "batch_size": BATCH_SIZE, "network": network,
+        "num_classes": NUM_CLASSES, "fingerprint": {},
+    })
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        target.symlink_to(source.resolve())
+    except OSError:  # no symlinks (Windows without the privilege): copy instead
+        shutil.copy2(source, target)
+
+
+def add_replay(replay: Path, plans: Mapping[str, Any], folder: Path) -> list[str]:
+    """Put the replay cases into the preprocessed ``folder`` with ids prefixed ``replay_``; return their ids.
+
+    ``replay`` is a preprocessed folder (its files are linked, its plan must match the package's spacing and
+    normalisation) or a dataset folder in any layout ``find_training_cases`` reads (preprocessed here)."""
+    if not (replay / "plans.json").is_file():
+        cases = [TrainingCase(REPLAY_PREFIX + c.case_id, c.image, c.label, c.source)
+                 for c in find_training_cases(replay)]
+        report = preprocess_dataset(cases, plans, folder, jobs=1, progress=False, on_error="skip")
+        return sorted(report.done + report.reused)
+    theirs = load_plans(replay)
+    differ = [key for key in ("normalization", "image_interpolation") if theirs[key] != plans[key]]
+    if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(theirs["target_spacing"], plans["target_spacing"],
+                                                                 strict=True)):
+        differ.insert(0, "target_spacing")
+    if differ:
+        raise FinetuneError(
+            f"{replay} was preprocessed with other {', '.join(differ)} than the package uses "
+            f"({', '.join(f'{k} {theirs[k]} instead of {plans[k]}' for k in differ)}). Replay data must be "
+            f"preprocessed as the package expects: give the raw dataset folder as --replay instead.")
+    ids = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for case_id in complete_case_ids(replay):
+        new_id = REPLAY_PREFIX + case_id
+        ids.append(new_id)
+        if is_case_complete(folder, new_id):
+            continue
+        source, target = case_files(replay, case_id), case_files(folder, new_id)
+        for key in ("image", "label", "locations"):
+            _link_or_copy(source[key], target[key])
+        record = json.loads(source["record"].read_text(encoding="utf-8"))
+        record.update(case_id=new_id, replayed_from=str(source["record"].resolve()))
+        write_text_atomic(target["record"], json.dumps(record, indent=2))  # last: marks the case complete
+    if not ids:
+        raise FinetuneError(f"{replay} holds no complete preprocessed case to replay; preprocess it first.")
+    return ids
+
+
+def _json_number(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None  # JSON has no NaN
+
+
+def summarize_metrics(result: ValidationResult) -> dict[str, Any]:
+    """Mean Dice and surface Dice per KiTS region, their means over the regions, and per case."""
+    regions = {r.region: {"dice": _json_number(r.dice_mean), "surface_dice": _json_number(r.surface_dice_mean)}
+               for r in result.summary.regions}
+    cases = {c.case_id: {"dice": {k: _json_number(v) for k, v in c.metrics.dice.items()},
+                         "surface_dice": {k: _json_number(v) for k, v in c.metrics.surface_dice.items()}}
+             for c in result.cases}
+    return {"case_ids": sorted(cases), "mean_dice": _json_number(result.summary.mean_dice),
+            "mean_surface_dice": _json_number(result.summary.mean_surface_dice), "regions": regions, "cases": cases}
+
+
+def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
+              cases: Sequence[TrainingCase], device: str, folder: Path) -> dict[str, Any]:
+    result = validate_cases(networks, settings_for(member, device=device),
+                            [(c.case_id, c.image, c.label) for c in cases],
+                            postprocessing=PostprocessingSettings.from_dict(package.postprocessing), progress=False)
+    write_validation_report(result, folder)
+    return summarize_metrics(result)
+
+
+def _tuned_network(member: MemberSpec, weights: Mapping[str, torch.Tensor], device: str) -> torch.nn.Module:
+    network = build_network({**member.network, "deep_supervision": False})
+    network.load_state_dict(dict(weights), strict=True)
+    return network.to(device).eval()
+
+
+def _write_weights(weights: Mapping[str, torch.Tensor], path: Path) -> Path:
+    with atomic_path(path, suffix=".safetensors") as temporary:
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(temporary))
+    return path
+
+
+def _format(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: what was fine-tuned on what, and the held-out metrics before and after per KiTS region."""
+    before, after = report["before"], report["after"]
+    lines = [f"# Fine-tuning {report['parent']} -> {report['model']}", "",
+             f"- corrections: `{report['corrections']}`; fine-tuned on {len(report['train_ids'])} case(s): "
+             f"{', '.join(report['train_ids'])}",
+             f"- held out: {len(report['holdout_ids'])} case(s): {', '.join(report['holdout_ids'])}",
+             f"- replayed cases: {len(report['replay_ids'])} from `{report['replay']}`" if report["replay"]
+             else "- replayed cases: none",
+             f"- skipped corrections: {', '.join(report['skipped']) or 'none'}",
+             f"- members fine-tuned: {', '.join(report['members'])}; evaluated as an ensemble: "
+             f"{', '.join(report['evaluated_members'])}",
+             f"- settings: {json.dumps(report['settings'])}",
+             f"- time: {report['seconds']['total']:.0f} s (preprocess {report['seconds']['preprocess']:.0f} s, "
+             f"train {report['seconds']['train']:.0f} s, evaluate {report['seconds']['evaluate']:.0f} s)", "",
+             "| region | Dice before | Dice after | surface Dice before | surface Dice after |",
+             "|---|---|---|---|---|"]
+    for region in [r.name for r in KITS_REGIONS]:
+        b, a = before["regions"][region], after["regions"][region]
+        lines.append(f"| {region} | {_format(b['dice'])} | {_format(a['dice'])} | {_format(b['surface_dice'])} | "
+                     f"{_format(a['surface_dice'])} |")
+    lines.append(f"| mean | {_format(before['mean_dice'])} | {_format(after['mean_dice'])} | "
+                 f"{_format(before['mean_surface_dice'])} | {_format(after['mean_surface_dice'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _choose_version(store: ModelStore, package: ModelPackage, version: str | None) -> str:
+    new = next_patch_version(package.version) if version is None else version
+    parse_version(new)
+    try:
+        existing = store.find(f"{package.name}@{new}")
+    except KidneyTumorSegError:
+        return new
+    raise FinetuneError(f"{package.name}@{new} already exists ({existing.path}); give another --version (or remove "
+                        f"that one with `kidneytumorseg models remove {package.name}@{new}`).")
+
+
+def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str) -> None:
+    problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
+                (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
+    if not 0.0 < float(holdout) < 1.0:
+        problems.append(f"holdout must be a fraction between 0 and 1 (exclusive), got {holdout!r}; 0.3 is usual")
+    if type(learning_rate) not in (int, float) or not learning_rate > 0:
+        problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; 1e-3 is usual")
+    if optimizer not in OPTIMIZERS:
+        problems.append(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if problems:
+        raise FinetuneError("; ".join(problems) + ".")
+
+
+def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase], corrections: Path,
+                replay: Path | None, work: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """One preprocessed folder per distinct member preprocessing (usually one): its folder and training ids."""
+    groups: dict[str, dict[str, Any]] = {}
+    replay_ids: list[str] = []
+    for member in segmenters:
+        key = json.dumps(member.preprocessing, sort_keys=True)
+        if key in groups:
+            continue
+        folder = work / ("preprocessed" if not groups else f"preprocessed_{len(groups)}")
+        plans = package_plans(member, str(corrections))
+        done = preprocess_dataset(cases, plans, folder, jobs=1, progress=False, on_error="skip")
+        ids = sorted(done.done + done.reused)
+        if not ids:
+            raise FinetuneError(f"No fine-tune case could be preprocessed for member {member.name} "
+                                f"({', '.join(f'{k}: {v}' for k, v in done.skipped.items())}); fix those cases.")
+        extra = add_replay(replay, plans, folder) if replay is not None else []
+        replay_ids += [i for i in extra if i not in replay_ids]
+        groups[key] = {"folder": folder, "ids": ids + extra}
+    return groups, replay_ids
+
+
+def _train_member(package: ModelPackage, member: MemberSpec, folder: Path, ids: list[str], work: Path,
+                  options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Train one segmenter from its packaged (verified) weights; return the fine-tuned weights."""
+    initial = _write_weights(load_member_weights(package, member), work / "initial" / f"{member.name}.safetensors")
+    # The deep-supervision heads are part of the network whether or not they are used, so the packaged
+    # weights (saved without deep supervision) load strictly into the training network.
+    config = TrainingConfig(
+        preprocessed=str(folder), train_ids=ids, epochs=options["epochs"], iterations_per_epoch=options["iterations"],
+        batch_size=BATCH_SIZE, patch_size=list(member.patch_size), network={**member.network, "deep_supervision": True},
+        optimizer=options["optimizer"], learning_rate=options["learning_rate"], deep_supervision=True,
+        augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
+        num_workers=options["workers"], device=options["device"], threads=options["threads"],
+        initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
+    run_dir = work / "runs" / member.name
+    train(config, run_dir)
+    return load_weights(run_dir / LATEST)
+
+
+def _write_new_package(package: ModelPackage, version: str, tuned: Mapping[str, Mapping[str, torch.Tensor]],
+                       provenance: Mapping[str, Any], description: str, folder: Path) -> Path:
+    """The parent's manifest with the fine-tuned segmenters; other members (the localizer) copied unchanged."""
+    members = []
+    for entry in package.manifest["members"]:
+        info = {key: value for key, value in entry.items() if key != "sha256"}
+        weights = tuned[entry["name"]] if entry["name"] in tuned else load_member_weights(package, entry["name"])
+        members.append((info, weights))
+    manifest = package.manifest
+    return write_package(
+        folder, name=package.name, version=version, preprocessing=manifest["preprocessing"],
+        network=manifest["network"], patch_size=manifest["patch_size"], inference=manifest["inference"],
+        postprocessing=manifest["postprocessing"], members=members, labels=package.labels, provenance=provenance,
+        description=description, overwrite=True)
+
+
+def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: str | os.PathLike[str] | None = None,
+             holdout: float = 0.3, epochs: int = 5, iterations: int = 20, learning_rate: float = 1e-3,
+             optimizer: str = "sgd", augmentation: bool = True, version: str | None = None,
+             store: ModelStore | None = None, work_dir: str | os.PathLike[str] | None = None, seed: int = 0,
+             device: str = "cpu", threads: int | None = None, workers: int = 0,
+             progress: Progress | None = None) -> FinetuneResult:
+    """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
+    corrected cases in ``corrections``; write and import the new version (default: the next patch version).
+
+    ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
+    ``progress(stage, fraction)`` is called as the stages advance."""
+    started = time.perf_counter()
+    report_progress: Progress = progress or (lambda stage, fraction: None)
+    _check_settings(holdout, epochs, iterations, learning_rate, optimizer)
+    device = str(select_device(device))  # "auto" -> the device found, for training and evaluation alike
+    store = store or ModelStore.default()
+    package = store.resolve(model_spec)
+    new_version = _choose_version(store, package, version)
+    corrections = Path(corrections).resolve()
+    replay_dir = Path(replay).resolve() if replay is not None else None
+    work = Path(work_dir if work_dir is not None else Path.cwd() / f"finetune_{package.name}_{new_version}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    logger.info("Fine-tuning %s@%s -> %s in %s", package.name, package.version, new_version, work)
+
+    cases, skipped = usable_corrections(corrections)
+    by_id = {case.case_id: case for case in cases}
+    train_ids, holdout_ids = holdout_split(list(by_id), fraction=holdout, seed=seed)
+    logger.info("%d corrected case(s): fine-tune on %s, hold out %s", len(cases), train_ids, holdout_ids)
+    report_progress("preprocess", 0.0)
+    segmenters = list(package.segmenters)
+    groups, replay_ids = _preprocess(segmenters, [by_id[i] for i in train_ids], corrections, replay_dir, work)
+    seconds = {"preprocess": time.perf_counter() - started}
+
+    options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
+               "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
+               "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
+    tuned: dict[str, dict[str, torch.Tensor]] = {}
+    for index, member in enumerate(segmenters):
+        report_progress(f"train {member.name}", 0.1 + 0.6 * index / len(segmenters))
+        group = groups[json.dumps(member.preprocessing, sort_keys=True)]
+        tuned[member.name] = _train_member(package, member, group["folder"], group["ids"], work, options)
+    seconds["train"] = time.perf_counter() - started - seconds["preprocess"]
+
+    report_progress("evaluate", 0.7)
+    first = segmenters[0]
+    ensemble = [m for m in segmenters if (m.preprocessing, m.patch_size) == (first.preprocessing, first.patch_size)]
+    if len(ensemble) < len(segmenters):
+        logger.warning("Members %s differ from %s in preprocessing or patch size; only %s are evaluated together.",
+                       [m.name for m in segmenters if m not in ensemble], first.name, [m.name for m in ensemble])
+    held_out = [by_id[i] for i in holdout_ids]
+    before = _evaluate([build_member(package, m, device=device) for m in ensemble], first, package, held_out,
+                       device, work / "evaluation_before")
+    after = _evaluate([_tuned_network(m, tuned[m.name], device) for m in ensemble], first, package, held_out,
+                      device, work / "evaluation_after")
+    seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
+    logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
+                [_format(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],
+                [_format(after["regions"][r.name]["dice"]) for r in KITS_REGIONS])
+
+    report_progress("export", 0.9)
+    parent = f"{package.name}@{package.version}"
+    provenance = {
+        "recipe": "fine-tuning on corrections", "parent": parent, "parent_version": package.version,
+        "parent_provenance": package.provenance, "corrections": str(corrections),
+        "corrections_cases": {"train": train_ids, "holdout": holdout_ids}, "replay": replay_dir and str(replay_dir),
+        "replay_cases": len(replay_ids), "settings": options, "metrics": {"before": before, "after": after},
+        "data": f"{package.provenance.get('data', 'the data of ' + parent)} + {len(train_ids)} corrected case(s)",
+    }
+    earlier = re.sub(r"\s*Fine-tuned from \S+ on \d+ corrected case\(s\)\.$", "", package.description)
+    description = f"{earlier} Fine-tuned from {package.version} on {len(train_ids)} corrected case(s)."
+    built = _write_new_package(package, new_version, tuned, provenance, description.strip(),
+                               work / "package" / package.name / new_version)
+    seconds["total"] = time.perf_counter() - started
+    report = {
+        "format_version": 1, "parent": parent, "model": f"{package.name}@{new_version}",
+        "corrections": str(corrections), "replay": provenance["replay"], "train_ids": train_ids,
+        "holdout_ids": holdout_ids, "replay_ids": sorted(replay_ids), "skipped": skipped,
+        "members": [m.name for m in segmenters], "evaluated_members": [m.name for m in ensemble],
+        "settings": options, "before": before, "after": after,
+        "seconds": seconds, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    text, markdown = json.dumps(report, indent=1, allow_nan=False) + "\n", report_markdown(report)
+    report_path = write_text_atomic(work / REPORT_JSON, text)
+    write_text_atomic(work / REPORT_MD, markdown)
+    write_text_atomic(built / f"{PACKAGE_REPORT_STEM}.json", text)  # travels with the package into the store
+    write_text_atomic(built / f"{PACKAGE_REPORT_STEM}.md", markdown)
+    entry = store.import_package(built)
+    report_progress("done", 1.0)
+    logger.info("Fine-tuned %s imported as %s (%s); report %s", parent, entry.spec, entry.path, report_path)
+    return FinetuneResult(entry.path, new_version, before, after, holdout_ids, train_ids, report_path, skipped)
