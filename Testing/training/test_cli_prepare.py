@@ -6,10 +6,10 @@ import json
 import logging
 import shutil
 
+from conftest import SAMPLE_DIR
+
 from kidneytumorseg_training.cli.main import main
 from kidneytumorseg_training.sampling import complete_case_ids
-
-from conftest import SAMPLE_DIR
 
 
 def test_preprocess_plans_then_resumes(tmp_path, caplog):
