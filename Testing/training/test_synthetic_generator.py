@@ -139,3 +139,15 @@ def test_a_grid_too_large_for_memory_is_refused_before_any_work(load_mask, monke
     monkeypatch.setattr(resources, "available_memory_bytes", lambda: 10 * 2**20)
     with pytest.raises(InsufficientMemoryError, match="--spacing"):
         generate_ct(load_mask(CASE), seed=0)
+
+
+def test_scanner_overrides_shift_only_the_acquisition(load_mask, mask_cases):
+    mask = load_mask(mask_cases[0])
+    plain = generate_ct(mask, seed=5)
+    noisy = generate_ct(mask, seed=5, scanner_overrides={"noise_hu": 60.0, "calibration_offset": 25.0})
+    assert noisy.scanner.noise_hu == 60.0 and noisy.scanner.calibration_offset == 25.0
+    assert noisy.phase == plain.phase and noisy.body == plain.body
+    a, b = sitk.GetArrayFromImage(plain.image), sitk.GetArrayFromImage(noisy.image)
+    assert b.std() > a.std()
+    with pytest.raises(ValueError, match="Unknown scanner settings"):
+        generate_ct(mask, seed=5, scanner_overrides={"noise": 1.0})

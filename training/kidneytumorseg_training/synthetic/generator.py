@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -47,10 +49,14 @@ class SyntheticCT:
         }
 
 
-def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None) -> SyntheticCT:
+def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None,
+                scanner_overrides: Mapping[str, Any] | None = None) -> SyntheticCT:
     """Generate a synthetic CT for a KiTS label map. Same mask and seed give the same image, bit for bit.
 
     ``phase`` forces a contrast phase; by default it is drawn (mostly corticomedullary / nephrographic).
+    ``scanner_overrides`` replaces drawn acquisition settings (``ScannerSettings`` fields, e.g.
+    ``{"noise_hu": 45}``), which makes shifted domains for fine-tuning experiments; the random streams are
+    unchanged, so everything else about the case stays the same.
     """
     check_3d(mask, "mask")
     check_label_map(mask, "mask")
@@ -85,6 +91,11 @@ def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None) -> Synt
     paint_kidneys(hu, labels, frame, phase, kidney_rng)
 
     scanner = draw_scanner(scanner_rng)
+    if scanner_overrides:
+        unknown = sorted(set(scanner_overrides) - {f.name for f in fields(ScannerSettings)})
+        if unknown:
+            raise ValueError(f"Unknown scanner settings {unknown}; known: {[f.name for f in fields(ScannerSettings)]}.")
+        scanner = replace(scanner, **scanner_overrides)
     metal_sites = _metal_sites(frame, body, scanner_rng) if scanner.metal else None
     ct = acquire(hu, frame, scanner, scanner_rng, metal_sites)
     del hu, tissue
