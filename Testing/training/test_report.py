@@ -52,7 +52,7 @@ def test_report_of_five_epochs_with_config_and_validation(tmp_path):
     png, markdown = write_training_report(tmp_path)
     assert (png, markdown) == (tmp_path / "report.png", tmp_path / "report.md")
     _check_png(png)
-    text = markdown.read_text()
+    text = markdown.read_text(encoding="utf-8")
     assert "# Training report: fold0-demo" in text
     assert "Epochs: 5" in text and "Parameters: 1,234,567" in text
     assert "5 min 08 s" in text  # 5 x 61.5 s
@@ -73,7 +73,7 @@ def test_report_of_one_epoch_without_optional_files(tmp_path):
     _write(run / "history.json", history)
     png, markdown = write_training_report(run)
     _check_png(png)
-    text = markdown.read_text()
+    text = markdown.read_text(encoding="utf-8")
     assert "# Training report: run-a" in text and "Epochs: 1" in text
     assert "Parameters" not in text and "Final validation" not in text
     assert "| 0 | 1.2000 | 1.3000 | – | – | – |" in text
@@ -83,7 +83,7 @@ def test_repeated_epochs_keep_the_last_entry(tmp_path):
     history = _history(3)
     resumed = dict(history[2], train_loss=0.123)  # a resumed run rewrote epoch 2
     _write(tmp_path / "history.json", [*history, resumed])
-    text = write_training_report(tmp_path)[1].read_text()
+    text = write_training_report(tmp_path)[1].read_text(encoding="utf-8")
     assert "Epochs: 3" in text and "| 2 | 0.1230 |" in text
 
 
