@@ -142,8 +142,14 @@ def check_same_geometry(
 def dicom_series_in(folder: str | os.PathLike[str]) -> list[str]:
     """The DICOM series ids in ``folder`` (not its subfolders); empty when it holds no DICOM series."""
     if not any(entry.is_file() for entry in Path(folder).iterdir()):
-        return []  # a folder of case folders: asking GDCM would only print an ITK warning
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+        return []  # a folder of case folders
+    # GDCM prints an ITK warning for every folder without DICOM; "no series" is an answer, not a problem.
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def read_dicom_series(folder: str | os.PathLike[str]) -> sitk.Image:
