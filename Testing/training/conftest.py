@@ -38,3 +38,22 @@ def load_mask():
 @pytest.fixture(scope="session")
 def masks_3mm_dir() -> Path:
     return MASKS_3MM
+
+
+SAMPLE_CASES = ["case_00112", "case_00161"]
+
+
+def training_case(case_id: str):
+    """A committed synthetic fixture case (KiTS layout) as a ``TrainingCase``."""
+    from kidneytumorseg_training.datasets import TrainingCase
+
+    folder = SAMPLE_DIR / case_id
+    return TrainingCase(case_id, folder / "imaging.nii.gz", folder / "segmentation.nii.gz", "kits")
+
+
+@pytest.fixture(scope="session")
+def fingerprint():
+    """The dataset fingerprint of the two committed synthetic cases."""
+    from kidneytumorseg_training.planning import compute_fingerprint
+
+    return compute_fingerprint([training_case(c) for c in SAMPLE_CASES], jobs=1, progress=False)

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import SAMPLE_CASES as CASES
+from conftest import SAMPLE_DIR as SYNTHETIC
+from conftest import training_case
 
 from kidneytumorseg.errors import MissingInputError
 from kidneytumorseg.geometry import to_lps
@@ -23,18 +26,7 @@ from kidneytumorseg_training.planning import (
     save_plans,
 )
 
-SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
-CASES = ["case_00112", "case_00161"]
-
-
-def _case(case_id: str) -> TrainingCase:
-    return TrainingCase(case_id, SYNTHETIC / case_id / "imaging.nii.gz", SYNTHETIC / case_id / "segmentation.nii.gz",
-                        "kits")
-
-
-@pytest.fixture(scope="module")
-def fingerprint():
-    return compute_fingerprint([_case(c) for c in CASES], jobs=1, progress=False)
+_case = training_case
 
 
 def _fake_fingerprint(spacings, shapes):

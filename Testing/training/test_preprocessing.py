@@ -10,26 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from conftest import SAMPLE_CASES as CASES
+from conftest import SAMPLE_DIR as SYNTHETIC
+from conftest import training_case
 
 from kidneytumorseg.geometry import resample_array, resample_to_shape, resampled_shape, to_lps
 from kidneytumorseg.normalization import normalize
 from kidneytumorseg_training import preprocessing
 from kidneytumorseg_training.datasets import DatasetError, TrainingCase, body_box
-from kidneytumorseg_training.planning import PlansError, compute_fingerprint, load_plans, plan_experiment
+from kidneytumorseg_training.planning import PlansError, load_plans, plan_experiment
 from kidneytumorseg_training.preprocessing import case_files, preprocess_case, preprocess_dataset
 
-SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
-CASES = ["case_00112", "case_00161"]
-
-
-def _case(case_id: str) -> TrainingCase:
-    return TrainingCase(case_id, SYNTHETIC / case_id / "imaging.nii.gz", SYNTHETIC / case_id / "segmentation.nii.gz",
-                        "kits")
-
-
-@pytest.fixture(scope="module")
-def fingerprint():
-    return compute_fingerprint([_case(c) for c in CASES], jobs=1, progress=False)
+_case = training_case
 
 
 @pytest.fixture(scope="module")
