@@ -43,12 +43,8 @@ def peers() -> Iterator[ModuleType]:
         sys.modules.pop(spec.name, None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks run far slower with two threads on a busy machine (the fixture is in Testing/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

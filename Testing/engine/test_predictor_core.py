@@ -24,12 +24,8 @@ SPACING = (2.0, 1.0, 1.0)
 IDENTITY_HU = {"scheme": "clip_zscore", "clip": [-1000, 1000], "mean": 0.0, "std": 100.0}  # x / 100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks run far slower with two threads on a busy machine (the fixture is in Testing/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _conv_net(seed: int) -> torch.nn.Module:

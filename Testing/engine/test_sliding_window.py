@@ -37,13 +37,8 @@ def _flip_equivariant_net() -> torch.nn.Module:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny convolutions run hundreds of times slower with two threads on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks run far slower with two threads on a busy machine (the fixture is in Testing/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

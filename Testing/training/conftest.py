@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+from fixture_cases import FIXTURES, SAMPLE_CASES, training_case
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MASKS_3MM = FIXTURES / "kits23_masks_3mm"
-SAMPLE_DIR = FIXTURES / "synthetic"
 
 
 @cache
@@ -38,17 +37,6 @@ def load_mask():
 @pytest.fixture(scope="session")
 def masks_3mm_dir() -> Path:
     return MASKS_3MM
-
-
-SAMPLE_CASES = ["case_00112", "case_00161"]
-
-
-def training_case(case_id: str):
-    """A committed synthetic fixture case (KiTS layout) as a ``TrainingCase``."""
-    from kidneytumorseg_training.datasets import TrainingCase
-
-    folder = SAMPLE_DIR / case_id
-    return TrainingCase(case_id, folder / "imaging.nii.gz", folder / "segmentation.nii.gz", "kits")
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import json
 import logging
 import shutil
 
-from conftest import SAMPLE_DIR
+from fixture_cases import SAMPLE_DIR
 
 from kidneytumorseg_training.cli.main import main
 from kidneytumorseg_training.sampling import complete_case_ids

@@ -23,13 +23,8 @@ from kidneytumorseg_training.losses import (
 NAMES = ["dice_ce", "exp_log", "focal_dice", "regions"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train fastest on one thread (and leave the other cores to whatever else runs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny networks run far slower with two threads on a busy machine (the fixture is in Testing/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy(shape: tuple[int, int, int] = (8, 24, 24)) -> tuple[torch.Tensor, torch.Tensor]:

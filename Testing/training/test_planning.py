@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SAMPLE_CASES as CASES
-from conftest import SAMPLE_DIR as SYNTHETIC
-from conftest import training_case
+from fixture_cases import SAMPLE_CASES as CASES
+from fixture_cases import SAMPLE_DIR as SYNTHETIC
+from fixture_cases import training_case
 
 from kidneytumorseg.errors import MissingInputError
 from kidneytumorseg.geometry import to_lps

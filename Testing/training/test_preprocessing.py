@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import SAMPLE_CASES as CASES
-from conftest import SAMPLE_DIR as SYNTHETIC
-from conftest import training_case
+from fixture_cases import SAMPLE_CASES as CASES
+from fixture_cases import SAMPLE_DIR as SYNTHETIC
+from fixture_cases import training_case
 
 from kidneytumorseg.geometry import resample_array, resample_to_shape, resampled_shape, to_lps
 from kidneytumorseg.normalization import normalize

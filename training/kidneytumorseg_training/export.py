@@ -12,7 +12,8 @@ from typing import Any
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.model_package import write_package
 from kidneytumorseg_training.checkpoint import load_weights
-from kidneytumorseg_training.trainer import BEST, LATEST, load_plans_json
+from kidneytumorseg_training.planning import load_plans
+from kidneytumorseg_training.trainer import BEST, LATEST
 from kidneytumorseg_training.training_config import TrainingConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def _run_member(run_dir: Path, checkpoint: str) -> tuple[dict[str, Any], dict[st
     """``(member settings, state_dict)`` of one run: its network, patch size and preprocessing."""
     config = TrainingConfig.load(run_dir)
     state = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-    plans = load_plans_json(config.preprocessed)
+    plans = load_plans(config.preprocessed)
     folder = run_dir / (BEST if checkpoint == "best" else LATEST)
     if not folder.exists():
         raise KidneyTumorSegError(f"{run_dir} has no {folder.name}; train it first (or export --checkpoint latest).")

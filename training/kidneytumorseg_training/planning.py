@@ -274,7 +274,8 @@ def load_plans(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir() or not path.name.endswith(".json"):
         path = path / PLANS_NAME
     if not path.is_file():
-        raise MissingInputError(f"{path}: no such file. Plan the experiment first (plan_experiment + save_plans).")
+        raise MissingInputError(f"{path}: no such file. Preprocess the dataset first (`kidneytumorseg-train preprocess`), "
+                               f"then use that folder.")
     try:
         plans = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg_training.planning import PLANS_NAME
+from kidneytumorseg_training.preprocessing import case_files, is_case_complete
 
 LOGGER = logging.getLogger(__name__)
 FOREGROUND_CLASSES: tuple[int, ...] = (1, 2, 3)
@@ -39,10 +41,10 @@ class PreprocessedCase:
     locations: Mapping[int, np.ndarray]
 
     def image(self) -> np.ndarray:
-        return np.load(self.folder / f"{self.case_id}.image.npy", mmap_mode="r", allow_pickle=False)
+        return np.load(case_files(self.folder, self.case_id)["image"], mmap_mode="r", allow_pickle=False)
 
     def label(self) -> np.ndarray:
-        return np.load(self.folder / f"{self.case_id}.label.npy", mmap_mode="r", allow_pickle=False)
+        return np.load(case_files(self.folder, self.case_id)["label"], mmap_mode="r", allow_pickle=False)
 
     @property
     def classes(self) -> tuple[int, ...]:
@@ -50,22 +52,21 @@ class PreprocessedCase:
 
 
 def complete_case_ids(folder: str | Path) -> list[str]:
-    """Ids of the finished cases in a preprocessed folder (those whose JSON, written last, exists)."""
-    folder = Path(folder)
-    return sorted(p.name[: -len(".json")] for p in folder.glob("*.json") if p.name != "plans.json"
-                  and (folder / f"{p.name[: -len('.json')]}.image.npy").is_file())
+    """Ids of the finished cases in a preprocessed folder (all their files there; the JSON is written last)."""
+    ids = (p.name[: -len(".json")] for p in Path(folder).glob("*.json") if p.name != PLANS_NAME)
+    return sorted(case_id for case_id in ids if is_case_complete(folder, case_id))
 
 
 def load_case(folder: str | Path, case_id: str) -> PreprocessedCase:
     """Open one preprocessed case; a missing or half-written case raises with the case named."""
     folder = Path(folder)
-    needed = [folder / f"{case_id}.{suffix}" for suffix in ("json", "image.npy", "label.npy", "locations.npz")]
-    missing = [p.name for p in needed if not p.is_file()]
+    files = case_files(folder, case_id)
+    missing = [p.name for p in files.values() if not p.is_file()]
     if missing:
         raise KidneyTumorSegError(
             f"Preprocessed case {case_id!r} in {folder} is incomplete (missing {missing}); run "
             f"`kidneytumorseg-train preprocess` again, it redoes unfinished cases.")
-    with np.load(folder / f"{case_id}.locations.npz", allow_pickle=False) as data:
+    with np.load(files["locations"], allow_pickle=False) as data:
         locations = {c: np.asarray(data[f"class_{c}"], dtype=np.int64).reshape(-1, 3)
                      for c in FOREGROUND_CLASSES if f"class_{c}" in data.files}
     return PreprocessedCase(case_id, folder, locations)
@@ -122,7 +123,7 @@ class PatchDataset(torch.utils.data.Dataset):
         self.foreground_per_batch = math.ceil(self.batch_size * foreground_fraction)
         self.augment = augment
         self.length = int(length)
-        self._shapes = {case.case_id: json.loads((self.folder / f"{case.case_id}.json").read_text())["shape"]
+        self._shapes = {case.case_id: json.loads(case_files(self.folder, case.case_id)["record"].read_text())["shape"]
                         for case in self.cases}
         self._fills: dict[str, float] = {}
 

@@ -30,6 +30,7 @@ from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
 from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from kidneytumorseg_training.planning import load_plans
 from kidneytumorseg_training.sampling import BatchIndices, PatchDataset
 from kidneytumorseg_training.training_config import TrainingConfig
 
@@ -45,14 +46,6 @@ class TrainingResult:
     epochs_done: int
     history: list[dict[str, Any]]
     parameters: int
-
-
-def load_plans_json(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "plans.json"
-    if not path.is_file():
-        raise KidneyTumorSegError(f"{path} not found: preprocess the dataset first (`kidneytumorseg-train "
-                                  f"preprocess`), then train on that folder.")
-    return json.loads(path.read_text())
 
 
 def network_config(config: TrainingConfig, plans: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +141,7 @@ class Trainer:
         self.device = self.context.device if self.context.active else select_device(config.device)
         threads = config.threads or max(1, (os.cpu_count() or 1) // self.context.world_size)
         torch.set_num_threads(threads)
-        self.plans = load_plans_json(config.preprocessed)
+        self.plans = load_plans(config.preprocessed)
         self.patch_size = list(config.patch_size or self.plans["patch_size"])
         self.batch_size = int(config.batch_size or self.plans.get("batch_size", 2))
         self.precision = _precision(config, self.device)

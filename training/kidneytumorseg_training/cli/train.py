@@ -98,8 +98,9 @@ def _split(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def run_command(args: argparse.Namespace) -> int:
     from kidneytumorseg.errors import KidneyTumorSegError
+    from kidneytumorseg_training.planning import load_plans
     from kidneytumorseg_training.report import write_training_report
-    from kidneytumorseg_training.trainer import load_plans_json, train
+    from kidneytumorseg_training.trainer import train
     from kidneytumorseg_training.training_config import TrainingConfig
 
     if args.resume:
@@ -114,7 +115,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         if args.preprocessed is None or args.output is None:
             raise KidneyTumorSegError("Give the preprocessed folder and -o RUN_DIR, or --resume RUN_DIR.")
-        plans = load_plans_json(args.preprocessed)
+        plans = load_plans(args.preprocessed)
         train_ids, val_ids = _split(args)
         config = TrainingConfig(
             preprocessed=str(args.preprocessed.resolve()), train_ids=train_ids, val_ids=val_ids,
