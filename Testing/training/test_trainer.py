@@ -18,6 +18,7 @@ from tiny_preprocessed import write_tiny_preprocessed
 
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg_training.checkpoint import find_checkpoint
+from kidneytumorseg_training.cli.main import main as train_cli
 from kidneytumorseg_training.trainer import train
 from kidneytumorseg_training.training_config import TrainingConfig
 
@@ -142,3 +143,14 @@ def test_two_cpu_processes_train_one_model(folder, tmp_path):
     # The DDP model differs from a one-process run (it saw rank 1's patches too) but is one model: rank 0
     # saved it, and it is a trained network (not the initial weights).
     assert not _same(_weights(run_dir), _weights(single))
+
+
+def test_cli_replans_the_network_with_another_block_and_width(folder, tmp_path):
+    run_dir = tmp_path / "residual"
+    status = train_cli(["train", str(folder), "-o", str(run_dir), "--train-cases", ",".join(TRAIN_IDS),
+                        "--epochs", "1", "--iterations", "1", "--workers", "0", "--device", "cpu", "--threads", "1",
+                        "--no-augmentation", "--block", "residual", "--base-features", "6"])
+    assert status == 0
+    network = json.loads((run_dir / "run.json").read_text())["network"]
+    assert network["block"] == "residual"
+    assert network["features_per_stage"][0] == 6

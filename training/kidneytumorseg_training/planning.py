@@ -274,8 +274,8 @@ def load_plans(folder: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir() or not path.name.endswith(".json"):
         path = path / PLANS_NAME
     if not path.is_file():
-        raise MissingInputError(f"{path}: no such file. Preprocess the dataset first (`kidneytumorseg-train preprocess`), "
-                               f"then use that folder.")
+        raise MissingInputError(f"{path}: no such file. Preprocess the dataset first "
+                                f"(`kidneytumorseg-train preprocess`), then use that folder.")
     try:
         plans = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

@@ -64,9 +64,9 @@ def _network_override(args: argparse.Namespace, plans: dict) -> dict | None:
         return None
     from kidneytumorseg.networks import plan_network
 
-    base = args.base_features or plans["network"]["features"][0]
+    base = args.base_features or plans["network"]["features_per_stage"][0]
     return plan_network(plans["patch_size"], plans["target_spacing"], base_features=base,
-                        max_features=max(plans["network"]["features"]), block=args.block or "plain",
+                        max_features=max(plans["network"]["features_per_stage"]), block=args.block or "plain",
                         num_classes=plans["network"]["num_classes"], deep_supervision=True).to_dict()
 
 
