@@ -1,0 +1,2 @@
+# Stand-in for Slicer's SlicerExtensionGenerateConfig.cmake: records that the extension includes it.
+_slicer_standin_record("generate_config" "")
