@@ -27,13 +27,13 @@ def segmentation_metadata(
 
     ``labels`` is the label array in SimpleITK's (z, y, x) order; extents are given in (x, y, z) index order.
     """
-    shape_xyz = labels.shape[::-1]
     fields = {
         "Segmentation_MasterRepresentation": "Binary labelmap",
         "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
         "Segmentation_ReferenceImageExtentOffset": "0 0 0",
-        "Segmentation_Extent": " ".join(f"0 {n - 1}" for n in shape_xyz),
     }
+    # No "Segmentation_Extent" field: with it, Slicer's vtkMRMLSegmentationStorageNode (5.11) reads only the
+    # first segment and drops its color (found with slicer-core; Testing/slicer/test_engine_segmentation_file.py).
     for index, (value, name) in enumerate(sorted(names.items())):
         present = np.nonzero(labels == value)
         if present[0].size:
