@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 stamp=.venv/.setup-stamp
 want=$(cat pyproject.toml constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import kidneytumorseg, kidneytumorseg_training" 2>/dev/null; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import kidneytumorseg, kidneytumorseg_training, KidneyTumorSegLib" 2>/dev/null; then
   exit 0
 fi
 echo "[setup] creating .venv and installing the project (torch pinned by constraints.txt)" >&2
@@ -14,6 +14,6 @@ echo "[setup] creating .venv and installing the project (torch pinned by constra
 .venv/bin/python -m pip install -q --upgrade pip setuptools wheel -c constraints.txt
 # torch first, pinned, so nothing later can replace it with a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]" -c constraints.txt
+.venv/bin/python -m pip install -q -e ".[dev,mrml]" -c constraints.txt
 echo "$want" > "$stamp"
 echo "[setup] done" >&2
