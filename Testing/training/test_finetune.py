@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 import torch
+from tiny_models import NORMALIZATION, make_tiny_store
 
 from kidneytumorseg.errors import ModelNotFoundError
-from kidneytumorseg.model_package import MemberSpec, build_member, file_sha256, load_member_weights, write_package
+from kidneytumorseg.model_package import MemberSpec, build_member, file_sha256, load_member_weights
 from kidneytumorseg.model_store import ModelStore
-from kidneytumorseg.networks import build_network, plan_network
+from kidneytumorseg.networks import plan_network
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.cli.main import main
 from kidneytumorseg_training.finetune import (
@@ -30,8 +31,6 @@ from kidneytumorseg_training.finetune import (
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
 SOURCES = ("case_00112", "case_00161")
 HALF_WRITTEN = "case_00999"
-NORMALIZATION = {"scheme": "clip_zscore", "clip": [-79.0, 304.0], "mean": 101.0, "std": 76.9}
-PATCH, SPACING = (16, 32, 32), (6.0, 6.0, 6.0)
 
 
 def _coarse(image: sitk.Image, spacing: float, label: bool) -> sitk.Image:
@@ -67,21 +66,7 @@ def make_corrections(folder: Path, sources: tuple[str, ...] = SOURCES, mirrored:
 
 def make_store(root: Path) -> ModelStore:
     """A store holding tiny@1.0.0: one random segmenter (6 mm) and a random localizer."""
-    torch.manual_seed(0)
-    network = plan_network(PATCH, SPACING, base_features=4, deep_supervision=False).to_dict()
-    coarse = plan_network((16, 16, 16), (12.0, 12.0, 12.0), base_features=4, max_features=8).to_dict()
-    localizer = {"name": "localizer", "role": "localizer", "network": coarse, "patch_size": [16, 16, 16],
-                 "preprocessing": {"target_spacing": [12.0] * 3, "normalization": NORMALIZATION}}
-    write_package(
-        root / "user" / "tiny" / "1.0.0", name="tiny", version="1.0.0", description="random weights",
-        preprocessing={"target_spacing": list(SPACING), "normalization": NORMALIZATION}, network=network,
-        patch_size=list(PATCH), inference={"tile_overlap": 0.25, "mirror_axes": []},
-        postprocessing={"max_kidney_components": 2, "remove_masses_not_touching_kidney": True,
-                        "min_component_ml": 0.0, "hysteresis": None},
-        members=[({"name": "fold0"}, build_network(network).state_dict()),
-                 (localizer, build_network(coarse).state_dict())],
-        provenance={"recipe": "random weights for tests"})
-    return ModelStore(root / "bundled", root / "user")
+    return make_tiny_store(root)
 
 
 class _Messages(logging.Handler):
@@ -158,9 +143,11 @@ def test_report_compares_held_out_cases_before_and_after(finetuned):
     assert after > before + 0.2, (before, after)
 
 
-def test_progress_is_reported_in_stages_up_to_one(finetuned):
+def test_progress_is_reported_in_stages_and_epochs_up_to_one(finetuned):
     stages = finetuned["stages"]
-    assert [stage for stage, _ in stages] == ["preprocess", "train fold0", "evaluate", "export", "done"]
+    # training: once as it starts, then after each of the 10 epochs
+    assert [stage for stage, _ in stages] == ["preprocess", *["train fold0"] * 11, "evaluate", "export", "done"]
+    assert [f for stage, f in stages if stage == "train fold0"] == pytest.approx([0.1 + 0.06 * e for e in range(11)])
     fractions = [fraction for _, fraction in stages]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

@@ -13,6 +13,7 @@ everything, with ``report.json`` / ``report.md``; running again with the same se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -297,6 +298,28 @@ def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase],
     return groups, replay_ids
 
 
+@contextlib.contextmanager
+def _epoch_progress(report: Callable[[int, int], None]) -> Iterator[None]:
+    """Call ``report(epochs_done, epochs)`` after each training epoch. The trainer has no callback: this reads
+    its per-epoch log record, which is let through (or not) to the log's handlers exactly as before."""
+    trainer_log = logging.getLogger(train.__module__)
+    threshold, level = trainer_log.getEffectiveLevel(), trainer_log.level
+
+    def hook(record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if isinstance(record.msg, str) and record.msg.startswith("epoch %d/%d") and len(args) >= 2:
+            report(int(args[0]), int(args[1]))
+        return record.levelno >= threshold
+
+    trainer_log.addFilter(hook)
+    trainer_log.setLevel(min(threshold, logging.INFO))
+    try:
+        yield
+    finally:
+        trainer_log.removeFilter(hook)
+        trainer_log.setLevel(level)
+
+
 def _train_member(package: ModelPackage, member: MemberSpec, folder: Path, ids: list[str], work: Path,
                   options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Train one segmenter from its packaged (verified) weights; return the fine-tuned weights."""
@@ -341,7 +364,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
     ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
-    ``progress(stage, fraction)`` is called as the stages advance."""
+    ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer)
@@ -368,10 +391,14 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
+    span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it
     for index, member in enumerate(segmenters):
-        report_progress(f"train {member.name}", 0.1 + 0.6 * index / len(segmenters))
+        stage, start = f"train {member.name}", 0.1 + span * index
+        report_progress(stage, start)
         group = groups[json.dumps(member.preprocessing, sort_keys=True)]
-        tuned[member.name] = _train_member(package, member, group["folder"], group["ids"], work, options)
+        with (_epoch_progress(lambda done, total, s=stage, a=start: report_progress(s, a + span * done / total))
+              if progress else contextlib.nullcontext()):
+            tuned[member.name] = _train_member(package, member, group["folder"], group["ids"], work, options)
     seconds["train"] = time.perf_counter() - started - seconds["preprocess"]
 
     report_progress("evaluate", 0.7)

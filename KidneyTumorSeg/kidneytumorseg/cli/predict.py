@@ -3,26 +3,25 @@
 Writes a label map (NIfTI or NRRD) and a Slicer ``.seg.nrrd`` per case and prints the volumes in ml;
 with ``--overlay`` also ``<case>_overlay.png``, the CT with the predicted labels outlined, titled with the
 model and the volumes.
-``--progress json`` speaks the background-process protocol: one JSON object per line on stdout, of type
-``progress`` (case, stage, fraction), ``log`` (level, message), ``result`` (one per case), ``error`` or
-``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing half-written is left behind.
+``--progress json`` speaks the background-process protocol (``kidneytumorseg.cli.json_lines``): one JSON object
+per line on stdout, of type ``progress`` (case, stage, fraction), ``log`` (level, message), ``result`` (one per
+case), ``error`` or ``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing half-written is left behind.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from kidneytumorseg.cli import json_lines
+from kidneytumorseg.cli.json_lines import CANCELLED_EXIT_CODE, ERROR_EXIT_CODE, PROGRESS_MODES
 from kidneytumorseg.errors import Cancelled, KidneyTumorSegError
 
 NAME = "predict"
-CANCELLED_EXIT_CODE = 130
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,19 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--overlay", action="store_true",
                         help="also write <case>_overlay.png next to the label map: the CT (axial, coronal, sagittal) "
                              "with the predicted labels outlined, titled with the model and the volumes in ml")
-    parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
+                        help="bar (stderr), json (background-process protocol on stdout) or none")
     parser.set_defaults(handler=run)
     return parser
-
-
-class _JsonLines(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        _emit({"type": "log", "level": record.levelname.lower(), "message": record.getMessage()})
-
-
-def _emit(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
-    sys.stdout.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
     json_mode = args.progress == "json"
     if json_mode:
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        root.addHandler(_JsonLines())
+        json_lines.install()
     progress = _progress_reporter(args.progress)
     try:
         options = PredictionOptions(
@@ -92,24 +79,25 @@ def run(args: argparse.Namespace) -> int:
         return _cancelled(json_mode)
     except KidneyTumorSegError as error:
         if json_mode:
-            _emit({"type": "error", "message": str(error)})
-            return 2
+            json_lines.emit_error(str(error))
+            return ERROR_EXIT_CODE
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         progress.close()
     for case in report.outputs:
         if json_mode:
-            event = {"type": "result", "case": case.name, "model": report.model, "labels": str(case.labels),
-                     "segmentation": str(case.segmentation), "volumes_ml": case.volumes_ml, "seconds": case.seconds}
-            _emit(event | ({"overlay": str(case.overlay)} if case.overlay else {}))
+            overlay = {"overlay": str(case.overlay)} if case.overlay else {}
+            json_lines.emit_result(case=case.name, model=report.model, labels=str(case.labels),
+                                   segmentation=str(case.segmentation), volumes_ml=case.volumes_ml,
+                                   seconds=case.seconds, **overlay)
         else:
             volumes = "  ".join(f"{name} {ml:8.1f} ml" for name, ml in case.volumes_ml.items())
             written = ", ".join(str(path) for path in (case.labels, case.segmentation, case.overlay) if path)
             sys.stdout.write(f"{case.name}: {volumes}   -> {written}\n")
     for name, message in report.failures.items():
         if json_mode:
-            _emit({"type": "error", "case": name, "message": message})
+            json_lines.emit_error(message, case=name)
         else:
             sys.stderr.write(f"error: {name}: {message}\n")
     return 1 if report.failures else 0
@@ -117,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _cancelled(json_mode: bool) -> int:
     if json_mode:
-        _emit({"type": "cancelled"})
+        json_lines.emit_cancelled()
     else:
         sys.stderr.write("cancelled: no output was written for the unfinished case\n")
     return CANCELLED_EXIT_CODE
@@ -131,7 +119,7 @@ class _progress_reporter:  # noqa: N801 - used like a function
 
     def __call__(self, case: str, stage: str, fraction: float) -> None:
         if self.mode == "json":
-            _emit({"type": "progress", "case": case, "stage": stage, "fraction": round(fraction, 4)})
+            json_lines.emit_progress(stage, fraction, case=case)
         elif self.mode == "bar":
             from tqdm import tqdm
 

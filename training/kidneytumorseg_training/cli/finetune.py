@@ -10,15 +10,40 @@ Examples::
     kidneytumorseg-train finetune --model kits-demo@1.0.0 --corrections ~/KidneyTumorSeg/corrections
     kidneytumorseg-train finetune --model kits-demo --corrections exports --replay work/pre --epochs 10
     kidneytumorseg predict --model kits-demo@1.0.1 -i ct.nii.gz -o labels.nii.gz
+
+``--progress json`` speaks the engine's background-process protocol (kidneytumorseg.cli.json_lines): one JSON
+object per line on stdout: ``progress`` (stage, fraction), ``log`` (level, message), then ``result`` (model,
+name, version, package, report, held-out Dice per region before and after), ``error`` (exit status 2) or
+``cancelled`` (exit status 130). SIGTERM (or Ctrl-C) cancels: the store is left without the new version, the
+work folder keeps what was done.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kidneytumorseg.cli import json_lines
+from kidneytumorseg.cli.json_lines import CANCELLED_EXIT_CODE, ERROR_EXIT_CODE, PROGRESS_MODES
+from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg.model_store import ModelStore, StoreEntry, default_bundled_dir, default_user_dir
+
+if TYPE_CHECKING:
+    from kidneytumorseg_training.finetune import FinetuneResult
 
 LOGGER = logging.getLogger("kidneytumorseg_training")
+Progress = Callable[[str, float], None]
+REGIONS = ("kidney_and_mass", "mass", "tumor")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,28 +77,148 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     run.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
+    run.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
+                     help="bar: log lines, and a progress bar when stderr is a terminal (default); json: the "
+                          "background-process protocol on stdout; none: log lines only")
     parser.set_defaults(handler=run_command)
     return parser
 
 
+class _Store(ModelStore):
+    """The model store, importing the new version with SIGTERM held back: a cancel that comes during the
+    import waits for it; once it is in, the run is reported as done, never as cancelled."""
+
+    cancellation: json_lines.SigtermCancellation | None = None
+
+    def import_package(self, source: str | os.PathLike[str], overwrite: bool = False) -> StoreEntry:
+        if self.cancellation is None:
+            return super().import_package(source, overwrite)
+        with self.cancellation.held():
+            entry = super().import_package(source, overwrite)
+            self.cancellation.ignore_further()
+        return entry
+
+
 def run_command(args: argparse.Namespace) -> int:
-    """Run the fine-tuning; log the held-out Dice before and after and where the new version is."""
-    from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+    """Run the fine-tuning; log (or, with ``--progress json``, emit) the held-out Dice before and after and
+    where the new version is."""
+    json_mode = args.progress == "json"
+    worker_checks, earlier_children = _WorkerChecks(), set(multiprocessing.active_children())
+    with (json_lines.installed() if json_mode else contextlib.nullcontext(),
+          json_lines.SigtermCancellation(on_cancel=worker_checks.quiet) as cancellation,
+          _reporter(args.progress) as progress):
+        store = _Store(default_bundled_dir(), args.store_dir or default_user_dir())
+        store.cancellation = cancellation
+        try:
+            result = _finetune(args, store, progress)
+        except KeyboardInterrupt as interrupt:  # SIGTERM (json_lines.Terminated) or Ctrl-C
+            cancellation.ignore_further()
+            _stop_children(interrupt, spare=earlier_children)
+            worker_checks.restore()
+            if not json_mode:
+                raise  # the command line says "cancelled" and exits with 130
+            json_lines.emit_cancelled()
+            return CANCELLED_EXIT_CODE
+        except KidneyTumorSegError as error:
+            _stop_children(error, spare=earlier_children)
+            if not json_mode:
+                raise
+            json_lines.emit_error(str(error))
+            return ERROR_EXIT_CODE
+        except Exception as error:
+            _stop_children(error, spare=earlier_children)
+            if json_mode:  # the traceback follows on stderr
+                json_lines.emit_error(f"unexpected {type(error).__name__}: {error}; the traceback is on stderr. "
+                                      f"Please report it with the command you ran.")
+            raise
+        cancellation.ignore_further()  # done and imported: a SIGTERM from here on changes nothing
+        name = result.package_path.parent.name
+        for region in REGIONS:
+            before, after = result.before["regions"][region]["dice"], result.after["regions"][region]["dice"]
+            LOGGER.info("held-out Dice %-15s before %s  after %s", region, _number(before), _number(after))
+        LOGGER.info("New version %s@%s in %s (report: %s). Run it with `kidneytumorseg predict --model %s@%s`.",
+                    name, result.version, result.package_path, result.report_path, name, result.version)
+        if json_mode:
+            json_lines.emit_result(
+                model=f"{name}@{result.version}", name=name, version=result.version, package=str(result.package_path),
+                report=str(result.report_path) if result.report_path else None,
+                before={region: result.before["regions"][region]["dice"] for region in REGIONS},
+                after={region: result.after["regions"][region]["dice"] for region in REGIONS})
+    return 0
+
+
+def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | None) -> FinetuneResult:
     from kidneytumorseg_training.finetune import finetune
 
-    store = ModelStore(default_bundled_dir(), args.store_dir) if args.store_dir else None
-    result = finetune(
+    return finetune(
         args.model, args.corrections, replay=args.replay, holdout=args.holdout, epochs=args.epochs,
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
         augmentation=not args.no_augmentation, version=args.version, store=store, work_dir=args.work_dir,
-        seed=args.seed, device=args.device, threads=args.threads, workers=args.workers)
-    for region in ("kidney_and_mass", "mass", "tumor"):
-        before, after = result.before["regions"][region]["dice"], result.after["regions"][region]["dice"]
-        LOGGER.info("held-out Dice %-15s before %s  after %s", region, _number(before), _number(after))
-    name = result.package_path.parent.name
-    LOGGER.info("New version %s@%s in %s (report: %s). Run it with `kidneytumorseg predict --model %s@%s`.",
-                name, result.version, result.package_path, result.report_path, name, result.version)
-    return 0
+        seed=args.seed, device=args.device, threads=args.threads, workers=args.workers, progress=progress)
+
+
+@contextlib.contextmanager
+def _reporter(mode: str) -> Iterator[Progress | None]:
+    """``progress(stage, fraction)`` for the mode: JSON lines, a tqdm bar on a terminal's stderr, or nothing."""
+    if mode == "json":
+        yield json_lines.emit_progress
+        return
+    if mode == "none" or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with tqdm(total=100, unit="%", file=sys.stderr, desc="fine-tuning") as bar, logging_redirect_tqdm():
+        def progress(stage: str, fraction: float) -> None:
+            bar.set_postfix_str(stage)
+            bar.update(max(0, round(100 * fraction) - bar.n))
+
+        yield progress
+
+
+class _WorkerChecks:
+    """On cancel, before anything else, :meth:`quiet` stops the data loader's SIGCHLD check until :meth:`restore`.
+    A SIGTERM sent to the whole process group (as the Slicer module sends it) also ends the data-loading
+    workers, and that check would raise a RuntimeError ("DataLoader worker ... is killed by signal") anywhere
+    in the cancelled run's cleanup; :func:`_stop_children` waits for the workers instead."""
+
+    def __init__(self) -> None:
+        self.previous: Any = None
+
+    def quiet(self) -> None:
+        if hasattr(signal, "SIGCHLD"):
+            self.previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGCHLD, self.previous)
+            self.previous = None
+
+
+def _stop_children(error: BaseException, spare: set[multiprocessing.process.BaseProcess],
+                   grace: float = 5.0) -> None:
+    """End the worker processes of the run that ``error`` interrupted (not those in ``spare``, there before).
+    Its frames are freed first, so that the data loader shuts its workers down itself; those still running
+    after ``grace`` seconds are terminated."""
+    traceback.clear_frames(error.__traceback__)
+    try:
+        children = [child for child in multiprocessing.active_children() if child not in spare]
+        deadline = time.monotonic() + grace
+        for child in children:
+            child.join(max(0.0, deadline - time.monotonic()))
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+                child.join(grace)
+            if child.is_alive():
+                child.kill()
+                child.join(grace)
+    except Exception as problem:  # e.g. a data loader's SIGCHLD check, complaining about a worker it lost
+        LOGGER.debug("while stopping the worker processes: %s", problem)
+    else:
+        if children:
+            LOGGER.debug("stopped %d worker process(es)", len(children))
 
 
 def _number(value: float | None) -> str:
