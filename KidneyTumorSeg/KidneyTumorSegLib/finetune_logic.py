@@ -1,0 +1,83 @@
+"""Fine-tune a model package on exported corrections in a background process -> a new registered version.
+
+    job = FinetuneLogic().start("kits-demo@1.0.0", corrections_dir)
+    result = job.wait()          # FinetuneResult: result.model == "kits-demo@1.0.1", in the model store
+
+The training package's ``finetune`` does the work (``--progress json``); the old version stays installed and
+unchanged. A cancelled run leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kidneytumorseg.model_store import ModelStore
+from KidneyTumorSegLib.background_job import BackgroundJob, JobError
+from KidneyTumorSegLib.engine_command import EngineCommand
+from KidneyTumorSegLib.engine_process import EngineProcess
+from KidneyTumorSegLib.volume_nodes import InputError
+
+LOGGER = logging.getLogger("KidneyTumorSegLib")
+
+
+@dataclass
+class FinetuneResult:
+    """The new version (``name@version``), where it lies, its report and the held-out metrics."""
+
+    model: str
+    package: Path
+    report: Path | None
+    before: dict[str, Any]
+    after: dict[str, Any]
+
+
+class FinetuneLogic:
+    """Model package + corrections folder -> ``kidneytumorseg-train finetune`` in a worker process."""
+
+    def __init__(self, store: ModelStore | None = None, command: EngineCommand | None = None,
+                 process_factory: Callable[..., EngineProcess] = EngineProcess) -> None:
+        self.store = store or ModelStore.default()
+        self.command = command or EngineCommand(models_dir=self.store.user_dir)
+        self.process_factory = process_factory
+
+    def start(self, model: str, corrections_dir: str | Path, work_dir: str | Path | None = None,
+              device: str = "auto", extra_args: tuple[str, ...] = ()) -> BackgroundJob:
+        """Check the model and the corrections, then start fine-tuning; the job to poll or wait on.
+
+        ``extra_args`` go to the command as they are (e.g. ``("--epochs", "2")``), as a list, never a shell."""
+        corrections = Path(corrections_dir).expanduser()
+        cases = sorted(p for p in corrections.glob("case_*/correction.json")) if corrections.is_dir() else []
+        if not cases:
+            raise InputError(f"{corrections} holds no exported correction (case_*/correction.json). Export "
+                             "corrections with 'Export correction' first, or choose the folder you exported to.")
+        if len(cases) < 2:
+            raise InputError(f"{corrections} holds one correction; fine-tuning needs at least two (one is held out "
+                             "to measure the new version). Export another corrected case.")
+        try:
+            spec = self.store.find(model).spec
+        except Exception as error:  # noqa: BLE001 - any store problem reads the same to the user
+            raise InputError(f"The model '{model}' is not installed (any more): {error}") from error
+        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="KidneyTumorSeg-finetune-"))
+        argv = self.command.finetune(spec, corrections, work, device=device, extra=extra_args)
+        process = self.process_factory(argv, env=self.command.environment())
+        job = BackgroundJob(process, lambda results: self._take_result(results[-1]), description="fine-tuning")
+        process.start()
+        LOGGER.info("Fine-tuning %s on %d corrections in %s", spec, len(cases), corrections)
+        return job
+
+    def _take_result(self, event: dict[str, Any]) -> FinetuneResult:
+        model = str(event.get("model", ""))
+        try:
+            entry = self.store.find(model)
+        except Exception as error:  # noqa: BLE001
+            raise JobError(f"Fine-tuning reported the new version '{model}', but the model store does not hold it "
+                           f"({error}). Check the store folder {self.store.user_dir}.") from error
+        report = event.get("report")
+        return FinetuneResult(entry.spec, Path(str(event.get("package") or entry.path)),
+                              Path(str(report)) if report else None,
+                              dict(event.get("before") or {}), dict(event.get("after") or {}))
