@@ -2,8 +2,10 @@
 
 ``configure_with_standin`` runs ``cmake`` on the extension with ``-DSlicer_DIR`` pointing at
 ``cmake_standin/``, whose macros record what they are given in ``slicer_standin_record.jsonl``;
-``read_record`` reads that record. The other functions compare what was recorded with the files of
-the module and with ``KidneyTumorSeg.s4ext``.
+``read_record`` reads that record. ``build_and_install`` then builds the configured tree (the stand-in's
+ctkMacroCompilePythonScript copies scripts and resources into the qt-scripted-modules folder at build
+time, as CTK's does) and installs it into a prefix, as CPack does when it packages the extension. The
+other functions compare what was recorded with the files of the module and with ``KidneyTumorSeg.s4ext``.
 
 The files of a module (``module_files``) are every file under the module's folder except its
 ``CMakeLists.txt`` files, its ``Testing/`` folder, byte code (``__pycache__``, ``*.pyc``) and hidden
@@ -46,6 +48,7 @@ class StandInRecord:
     """What the stand-in's macros and include files were given during one configure."""
 
     scripted_modules: list[dict[str, Any]] = field(default_factory=list)
+    python_scripts: list[dict[str, Any]] = field(default_factory=list)  # ctkMacroCompilePythonScript calls
     unittests: list[dict[str, Any]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     kinds: list[str] = field(default_factory=list)
@@ -55,6 +58,13 @@ class StandInRecord:
         calls = [call for call in self.scripted_modules if call["NAME"] == name]
         if len(calls) != 1:
             raise LookupError(f"expected one scripted module {name!r}, recorded {len(calls)}")
+        return calls[0]
+
+    def compiled(self, target_name: str) -> dict[str, Any]:
+        """The ctkMacroCompilePythonScript call with TARGET_NAME ``target_name``."""
+        calls = [call for call in self.python_scripts if call["TARGET_NAME"] == target_name]
+        if len(calls) != 1:
+            raise LookupError(f"expected one ctkMacroCompilePythonScript {target_name!r}, recorded {len(calls)}")
         return calls[0]
 
 
@@ -80,6 +90,33 @@ def configure_with_standin(source_dir: Path, build_dir: Path, standin_dir: Path 
     return build_dir / RECORD_NAME
 
 
+def build_and_install(build_dir: Path, prefix: Path) -> None:
+    """Builds a tree configured by ``configure_with_standin`` (copy targets only, nothing is compiled), then
+    installs it into ``prefix``, as CPack does when it packages the extension.
+
+    Raises ``subprocess.CalledProcessError`` (with cmake's output) when either step fails.
+    """
+    for argv in (
+        ["cmake", "--build", str(build_dir)],
+        ["cmake", "--install", str(build_dir), "--prefix", str(prefix)],
+    ):
+        log.info("running: %s", " ".join(argv))
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, argv, done.stdout, done.stderr)
+        log.debug("cmake output:\n%s", done.stdout)
+
+
+def python_files(folder: Path) -> set[str]:
+    """The ``.py`` files under ``folder``, relative to it (posix), byte code folders and hidden files left out."""
+    found = set()
+    for path in folder.rglob("*.py"):
+        relative = path.relative_to(folder)
+        if path.is_file() and not any(part == "__pycache__" or part.startswith(".") for part in relative.parts):
+            found.add(relative.as_posix())
+    return found
+
+
 def read_record(path: Path) -> StandInRecord:
     """Parses the JSON-lines record the stand-in writes."""
     record = StandInRecord()
@@ -91,6 +128,8 @@ def read_record(path: Path) -> StandInRecord:
         record.kinds.append(kind)
         if kind == "scripted_module":
             record.scripted_modules.append(entry)
+        elif kind == "compile_python_script":
+            record.python_scripts.append(entry)
         elif kind == "python_unittest":
             record.unittests.append(entry)
         elif kind == "cpack":

@@ -4,25 +4,34 @@ The slicer-core-sdk wheel does not carry slicerMacroBuildScriptedModule or slice
 so ``cmake`` runs on the extension with ``cmake_standin/`` as ``Slicer_DIR``: its macros parse their
 arguments as Slicer's do and record them. The tests check that every listed file exists, that every
 file of the module is listed (the packaged extension holds only what is listed), that the self-test is
-registered, and that the EXTENSION_* metadata is complete and agrees with KidneyTumorSeg.s4ext.
+registered, and that the EXTENSION_* metadata is complete and agrees with KidneyTumorSeg.s4ext. The
+configured tree is then built and installed (as CPack does when it packages the extension) to check that
+the training package, which the module's Fine-tune runs, lands beside KidneyTumorSeg.py.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from extension_checks import (
+    RECORD_NAME,
     S4EXT_TO_CMAKE,
     StandInRecord,
+    build_and_install,
     configure_with_standin,
     github_repo_of,
     missing_files,
     module_files,
     parse_s4ext,
     png_size,
+    python_files,
     raw_url_path,
     read_record,
     s4ext_mismatches,
@@ -33,6 +42,11 @@ from extension_checks import (
 REPO = Path(__file__).resolve().parents[2]
 MODULE_NAME = "KidneyTumorSeg"
 MODULE_DIR = REPO / MODULE_NAME
+# The training package, as a source checkout holds it, and where it must land in the packaged extension.
+TRAINING_PACKAGE = "kidneytumorseg_training"
+TRAINING_SOURCE = REPO / "training"
+# The stand-in's Slicer_QTSCRIPTEDMODULES_LIB_DIR: the module folder, under the build tree and the prefix.
+QT_SCRIPTED_MODULES = "lib/Slicer-5.8/qt-scripted-modules"
 
 
 def _require_cmake() -> None:
@@ -52,9 +66,34 @@ def _listed(record: StandInRecord) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def record(tmp_path_factory: pytest.TempPathFactory) -> StandInRecord:
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _require_cmake()
-    return _configure(REPO, tmp_path_factory.mktemp("extension-build"))
+    build = tmp_path_factory.mktemp("extension-build")
+    configure_with_standin(REPO, build)
+    return build
+
+
+@pytest.fixture(scope="module")
+def record(build_dir: Path) -> StandInRecord:
+    return read_record(build_dir / RECORD_NAME)
+
+
+@pytest.fixture(scope="module")
+def install_prefix(build_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The configured extension, built (copies only) and installed into a fresh prefix."""
+    prefix = tmp_path_factory.mktemp("extension-install")
+    build_and_install(build_dir, prefix)
+    return prefix
+
+
+def _load_module_file(path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Imports one Python file under ``name`` (registered in sys.modules only for the test)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_configure_goes_through_the_slicer_entry_points(record: StandInRecord) -> None:
@@ -98,6 +137,86 @@ def test_self_test_and_generic_test_are_registered(record: StandInRecord) -> Non
     assert unittest_script(generic) is not None
 
 
+def test_training_package_is_copied_beside_the_module_script(record: StandInRecord, build_dir: Path) -> None:
+    """Fine-tune runs ``python -m kidneytumorseg_training.cli.main`` with the module folder on PYTHONPATH, so
+    every .py file of the package is copied, keeping its package layout, into the folder where
+    KidneyTumorSeg.py lands, and installed from there as the module's own scripts are."""
+    module = record.compiled(MODULE_NAME)  # what slicerMacroBuildScriptedModule does with SCRIPTS/RESOURCES
+    training = record.compiled(f"{MODULE_NAME}Training")
+    assert Path(training["current_source_dir"]) == MODULE_DIR
+    assert Path(training["source_dir"]) == TRAINING_SOURCE
+    destination = (build_dir / QT_SCRIPTED_MODULES).resolve()
+    assert Path(training["DESTINATION_DIR"]).resolve() == destination
+    assert Path(module["destination_dir"]) == Path(training["destination_dir"]) == destination
+    assert training["INSTALL_DIR"] == module["INSTALL_DIR"] == f"./{QT_SCRIPTED_MODULES}"
+    assert training["flags"] == module["flags"] == ["NO_INSTALL_SUBDIR"]
+
+    expected = {f"{TRAINING_PACKAGE}/{name}" for name in python_files(TRAINING_SOURCE / TRAINING_PACKAGE)}
+    assert {
+        f"{TRAINING_PACKAGE}/__init__.py",
+        f"{TRAINING_PACKAGE}/cli/__init__.py",
+        f"{TRAINING_PACKAGE}/cli/main.py",
+        f"{TRAINING_PACKAGE}/cli/finetune.py",
+        f"{TRAINING_PACKAGE}/synthetic/__init__.py",
+    } <= expected
+    assert sorted(training["SCRIPTS"]) == sorted(expected)
+    assert training["RESOURCES"] == []
+    copies = {Path(source): Path(copy) for source, copy in training["copies"]}
+    assert copies == {TRAINING_SOURCE / name: destination / name for name in expected}
+    assert destination / f"{MODULE_NAME}.py" in {Path(copy) for _, copy in module["copies"]}
+
+
+def test_build_and_install_lay_the_training_package_beside_the_module(build_dir: Path, install_prefix: Path) -> None:
+    package_source = TRAINING_SOURCE / TRAINING_PACKAGE
+    expected = python_files(package_source)
+    assert {"__init__.py", "cli/main.py", "synthetic/__init__.py"} <= expected
+    assert [path.name for path in install_prefix.iterdir()] == ["lib"]
+    for module_folder in (build_dir / QT_SCRIPTED_MODULES, install_prefix / QT_SCRIPTED_MODULES):
+        assert (module_folder / f"{MODULE_NAME}.py").is_file(), module_folder
+        assert (module_folder / f"{MODULE_NAME}Lib" / "engine_command.py").is_file()
+        package = module_folder / TRAINING_PACKAGE
+        assert (package / "__init__.py").is_file()
+        assert (package / "cli" / "main.py").is_file()
+        assert python_files(package) == expected
+        for name in expected:
+            assert (package / name).read_bytes() == (package_source / name).read_bytes(), name
+        # Nothing of the package is flattened into the module folder: its only top-level script is the module's.
+        assert [path.name for path in module_folder.glob("*.py")] == [f"{MODULE_NAME}.py"]
+
+
+def test_installed_module_runs_the_installed_training_package(
+    install_prefix: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """engine_command.TRAINING_DIRS of the installed module names the installed module folder, and the worker
+    Fine-tune starts (its PYTHONPATH, no site-packages, so no editable install of this checkout) imports
+    kidneytumorseg_training.cli.main from there."""
+    module_folder = (install_prefix / QT_SCRIPTED_MODULES).resolve()
+    engine_command = _load_module_file(
+        module_folder / f"{MODULE_NAME}Lib" / "engine_command.py", "_installed_engine_command", monkeypatch
+    )
+    assert module_folder == engine_command.MODULE_DIR
+    entry = Path(TRAINING_PACKAGE, "cli", "main.py")
+    found = [folder for folder in engine_command.TRAINING_DIRS if (folder / entry).is_file()]
+    assert found == [module_folder]
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    command = engine_command.EngineCommand(python=sys.executable)
+    argv = command.finetune("model", tmp_path / "corrections", tmp_path / "work")
+    entry_point = argv[argv.index("-m") + 1]
+    assert entry_point == f"{TRAINING_PACKAGE}.cli.main"
+    probe = "import importlib.util, sys; print(importlib.util.find_spec(sys.argv[1]).origin)"
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", probe, entry_point],
+        env=command.environment(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert Path(done.stdout.strip()) == module_folder / TRAINING_PACKAGE / "cli" / "main.py"
+
+
 def test_extension_metadata_is_set(record: StandInRecord) -> None:
     metadata = record.metadata
     assert metadata["EXTENSION_NAME"] == MODULE_NAME
@@ -139,6 +258,11 @@ def test_new_files_in_the_folders_the_module_ships_are_listed(tmp_path: Path) ->
     shutil.copy2(REPO / "CMakeLists.txt", source / "CMakeLists.txt")
     module = source / MODULE_NAME
     shutil.copytree(MODULE_DIR, module, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(TRAINING_SOURCE, source / "training", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    training_added = [f"{TRAINING_PACKAGE}/synthetic/new_organ.py", f"{TRAINING_PACKAGE}/schedules/__init__.py"]
+    for name in [*training_added, f"{TRAINING_PACKAGE}/__pycache__/x.cpython-310.pyc"]:
+        (source / "training" / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / "training" / name).write_text("# added by the test\n", encoding="utf-8")
     added = [
         f"Resources/UI/{MODULE_NAME}.ui",
         "Resources/requirements.txt",
@@ -150,10 +274,32 @@ def test_new_files_in_the_folders_the_module_ships_are_listed(tmp_path: Path) ->
         (module / name).parent.mkdir(parents=True, exist_ok=True)
         (module / name).write_text("# added by the test\n", encoding="utf-8")
 
-    listed = _listed(_configure(source, tmp_path / "build"))
+    configured = _configure(source, tmp_path / "build")
+    listed = _listed(configured)
     assert set(added) <= set(listed)
     assert unlisted_files(module, listed) == [f"{MODULE_NAME}Helpers.py"]
     assert missing_files(module, listed) == []
+    training_scripts = configured.compiled(f"{MODULE_NAME}Training")["SCRIPTS"]
+    assert set(training_added) <= set(training_scripts)
+    assert {f"{TRAINING_PACKAGE}/{name}" for name in python_files(source / "training" / TRAINING_PACKAGE)} == set(
+        training_scripts
+    )
+
+
+def test_configure_fails_without_the_training_entry_point(tmp_path: Path) -> None:
+    """A checkout whose training package lacks cli/main.py (what Fine-tune runs) does not configure."""
+    _require_cmake()
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy2(REPO / "CMakeLists.txt", source / "CMakeLists.txt")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "Resources")
+    shutil.copytree(MODULE_DIR, source / MODULE_NAME, ignore=ignore)
+    shutil.copytree(TRAINING_SOURCE, source / "training", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (source / "training" / TRAINING_PACKAGE / "cli" / "main.py").unlink()
+    with pytest.raises(subprocess.CalledProcessError) as failure:
+        _configure(source, tmp_path / "build")
+    message = " ".join(failure.value.stderr.split())  # cmake wraps long messages
+    assert f"{TRAINING_PACKAGE}/cli/main.py: Fine-tune needs it" in message
 
 
 def test_unlisted_and_missing_files_are_reported(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 #
 # The slicer-core-sdk wheel does not carry Slicer's extension macros, so the extension cannot be
 # configured against a real Slicer build here. This stand-in provides what the extension's CMake
-# files use (Slicer_USE_FILE, Slicer_EXTENSION_GENERATE_CONFIG, Slicer_EXTENSION_CPACK and, through
-# Slicer_USE_FILE, slicerMacroBuildScriptedModule and slicer_add_python_unittest) and records what
-# they are given, one JSON object per line, in ${CMAKE_BINARY_DIR}/slicer_standin_record.jsonl.
-# Testing/extension/test_extension_cmake.py reads that record.
+# files use (Slicer_USE_FILE, Slicer_EXTENSION_GENERATE_CONFIG, Slicer_EXTENSION_CPACK, the
+# qt-scripted-modules folders and, through Slicer_USE_FILE, slicerMacroBuildScriptedModule,
+# ctkMacroCompilePythonScript and slicer_add_python_unittest) and records what they are given, one JSON
+# object per line, in ${CMAKE_BINARY_DIR}/slicer_standin_record.jsonl.
+# Testing/extension/test_extension_cmake.py reads that record, and builds and installs the result:
+# ctkMacroCompilePythonScript copies scripts and resources at build time and installs them, as CTK's does.
 #-----------------------------------------------------------------------------
 
 set(Slicer_STANDIN TRUE)
@@ -14,7 +16,16 @@ set(Slicer_USE_FILE "${CMAKE_CURRENT_LIST_DIR}/UseSlicer.cmake")
 set(Slicer_EXTENSION_GENERATE_CONFIG "${CMAKE_CURRENT_LIST_DIR}/SlicerExtensionGenerateConfig.cmake")
 set(Slicer_EXTENSION_CPACK "${CMAKE_CURRENT_LIST_DIR}/SlicerExtensionCPack.cmake")
 set(Slicer_USE_PYTHONQT ON)
-set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer-standin/qt-scripted-modules")
+
+# Where scripted modules land, as Slicer's SlicerDirectories.cmake sets it (here for Slicer 5.8 on Linux):
+# relative to the build tree (${CMAKE_BINARY_DIR}/...) and to the install prefix (the root of the
+# packaged extension).
+set(Slicer_VERSION "5.8")
+set(Slicer_LIB_DIR "lib/Slicer-${Slicer_VERSION}")
+set(Slicer_QTSCRIPTEDMODULES_SUBDIR "qt-scripted-modules")
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "${Slicer_LIB_DIR}/${Slicer_QTSCRIPTEDMODULES_SUBDIR}")
+set(Slicer_INSTALL_ROOT "./")
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "${Slicer_INSTALL_ROOT}${Slicer_QTSCRIPTEDMODULES_LIB_DIR}")
 
 set(SLICER_STANDIN_RECORD_FILE "${CMAKE_BINARY_DIR}/slicer_standin_record.jsonl")
 file(WRITE "${SLICER_STANDIN_RECORD_FILE}" "")

@@ -1,8 +1,11 @@
 #-----------------------------------------------------------------------------
-# Stand-in for Slicer's UseSlicer.cmake: defines slicerMacroBuildScriptedModule and
-# slicer_add_python_unittest with the argument parsing of Slicer's own macros
-# (CMake/SlicerMacroBuildScriptedModule.cmake, CMake/SlicerMacroPythonTesting.cmake), checks what
-# Slicer checks, and records what they are given instead of building anything.
+# Stand-in for Slicer's UseSlicer.cmake: defines slicerMacroBuildScriptedModule,
+# slicer_add_python_unittest and CTK's ctkMacroCompilePythonScript with the argument parsing of the real
+# macros (Slicer's CMake/SlicerMacroBuildScriptedModule.cmake, CMake/SlicerMacroPythonTesting.cmake and
+# CTK's CMake/ctkMacroCompilePythonScript.cmake), checks what they check, and records what they are given.
+# ctkMacroCompilePythonScript also copies the scripts and resources at build time and installs the
+# destination folder, as CTK's does (without byte-compiling), so that a build and an install of the
+# extension lay out the module folder as Slicer's would.
 #-----------------------------------------------------------------------------
 
 _slicer_standin_record("use_file" "")
@@ -78,6 +81,23 @@ macro(slicerMacroBuildScriptedModule)
   _slicer_standin_record("scripted_module"
     "\"NAME\": ${_standin_name}, \"source_dir\": ${_standin_source_dir}, \"SCRIPTS\": ${_standin_scripts}, \"RESOURCES\": ${_standin_resources}, \"flags\": ${_standin_flags_json}")
 
+  # Copy the scripts and resources into the qt-scripted-modules folder and install it, as Slicer does.
+  set(_standin_no_install_subdir_option NO_INSTALL_SUBDIR)
+  set(_standin_destination_subdir "")
+  if(MY_SLICER_WITH_SUBDIR)
+    get_filename_component(_standin_destination_subdir ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+    set(_standin_destination_subdir "/${_standin_destination_subdir}")
+    set(_standin_no_install_subdir_option "")
+  endif()
+  ctkMacroCompilePythonScript(
+    TARGET_NAME ${MY_SLICER_NAME}
+    SCRIPTS "${MY_SLICER_SCRIPTS}"
+    RESOURCES "${MY_SLICER_RESOURCES}"
+    DESTINATION_DIR ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}${_standin_destination_subdir}
+    INSTALL_DIR ${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}
+    ${_standin_no_install_subdir_option}
+    )
+
   # Generic tests: Slicer configures qSlicer<NAME>ModuleGenericTest.py into the binary directory
   # and registers it; the stand-in writes a placeholder there and registers it the same way.
   if(BUILD_TESTING AND MY_SLICER_WITH_GENERIC_TESTS)
@@ -121,3 +141,140 @@ macro(slicer_add_python_unittest)
     COMMAND ${CMAKE_COMMAND} -E echo "Slicer stand-in: py_${MY_TESTNAME_PREFIX}${test_name} runs only in Slicer"
     )
 endmacro()
+
+#-----------------------------------------------------------------------------
+# CTK's ctkMacroCompilePythonScript(TARGET_NAME <name> SCRIPTS <files> [RESOURCES <files>]
+#   [SOURCE_DIR <dir>] DESTINATION_DIR <dir> INSTALL_DIR <dir> [NO_INSTALL_SUBDIR] [GLOBAL_TARGET]):
+# every keyword but the two options takes a list (ctkMacroParseArguments). A script <file> (".py" appended
+# when its extension does not match "py") is copied from <SOURCE_DIR>/<file> (SOURCE_DIR defaults to the
+# current source directory) to <DESTINATION_DIR>/<file>, keeping its sub-folders; an absolute <file> goes
+# to <DESTINATION_DIR>/<its path relative to the current binary directory>. A resource is copied likewise
+# (from <SOURCE_DIR>/<file>). The copies are made at build time by the targets Copy<name>PythonScriptFiles
+# and Copy<name>PythonResourceFiles; the whole of DESTINATION_DIR, or with NO_INSTALL_SUBDIR its contents,
+# is installed into INSTALL_DIR (component RuntimeLibraries).
+#
+# The stand-in is stricter than CTK where CTK would silently lose files: it fails on unknown arguments,
+# on a single-valued keyword given several values, on a missing script or resource, and on a TARGET_NAME
+# used twice (CTK would not copy the files of the second call: its copy targets already exist).
+function(ctkMacroCompilePythonScript)
+  # ${ARGN}, as CTK's macro parses it: a quoted list ("${scripts}") becomes its items, "" nothing.
+  cmake_parse_arguments(_ctk
+    "NO_INSTALL_SUBDIR;GLOBAL_TARGET"
+    ""
+    "TARGET_NAME;SCRIPTS;RESOURCES;SOURCE_DIR;DESTINATION_DIR;INSTALL_DIR"
+    ${ARGN}
+    )
+
+  # Sanity checks, as in CTK
+  foreach(_varname TARGET_NAME SCRIPTS DESTINATION_DIR INSTALL_DIR)
+    if(NOT DEFINED _ctk_${_varname})
+      message(FATAL_ERROR "${_varname} is mandatory")
+    endif()
+  endforeach()
+  # Stricter than CTK
+  if(_ctk_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "Slicer stand-in: unknown arguments given to ctkMacroCompilePythonScript(): \"${_ctk_UNPARSED_ARGUMENTS}\"")
+  endif()
+  foreach(_varname TARGET_NAME SOURCE_DIR DESTINATION_DIR INSTALL_DIR)
+    list(LENGTH _ctk_${_varname} _count)
+    if(DEFINED _ctk_${_varname} AND NOT _count EQUAL 1)
+      message(FATAL_ERROR "Slicer stand-in: ctkMacroCompilePythonScript(${_varname}) takes one value, given \"${_ctk_${_varname}}\"")
+    endif()
+  endforeach()
+  set(_target ${_ctk_TARGET_NAME})
+  get_property(_used GLOBAL PROPERTY _SLICER_STANDIN_CTK_PYTHON_TARGETS)
+  if(_target IN_LIST _used)
+    message(FATAL_ERROR "Slicer stand-in: ctkMacroCompilePythonScript(TARGET_NAME ${_target}) given twice: CTK would not copy the files of the second call")
+  endif()
+  set_property(GLOBAL APPEND PROPERTY _SLICER_STANDIN_CTK_PYTHON_TARGETS ${_target})
+
+  set(_source_dir "${_ctk_SOURCE_DIR}")
+  if(NOT DEFINED _ctk_SOURCE_DIR)
+    set(_source_dir ${CMAKE_CURRENT_SOURCE_DIR})
+  endif()
+  get_filename_component(_source_dir ${_source_dir} REALPATH)
+  get_filename_component(_destination_dir ${_ctk_DESTINATION_DIR} REALPATH)
+
+  # Copies, as CTK computes them: "<src>|<file as it lands, relative to the destination>"
+  set(_script_copies)
+  foreach(_file IN LISTS _ctk_SCRIPTS)
+    get_filename_component(_file_ext ${_file} EXT)
+    if(NOT "${_file_ext}" MATCHES "py")
+      set(_file "${_file}.py")
+    endif()
+    if(NOT IS_ABSOLUTE ${_file})
+      set(_src "${_source_dir}/${_file}")
+      set(_tgt_file ${_file})
+    else()
+      set(_src ${_file})
+      file(RELATIVE_PATH _tgt_file ${CMAKE_CURRENT_BINARY_DIR} ${_file})
+    endif()
+    list(APPEND _script_copies "${_src}|${_tgt_file}")
+  endforeach()
+  set(_resource_copies)
+  foreach(_file IN LISTS _ctk_RESOURCES)
+    if(NOT IS_ABSOLUTE ${_file})
+      set(_src "${_source_dir}/${_file}")
+    else()
+      set(_src "${_file}")
+    endif()
+    list(APPEND _resource_copies "${_src}|${_file}")
+  endforeach()
+
+  # Record, and check that every source exists (a missing one fails CTK's build: no rule to make it).
+  set(_copies_json "")
+  foreach(_type Script Resource)
+    string(TOLOWER ${_type} _type_lower)
+    set(_copied_files)
+    foreach(_entry IN LISTS _${_type_lower}_copies)
+      string(REPLACE "|" ";" _tuple "${_entry}")
+      list(GET _tuple 0 _src)
+      list(GET _tuple 1 _tgt_file)
+      set(_tgt "${_destination_dir}/${_tgt_file}")
+      if(NOT EXISTS "${_src}" OR IS_DIRECTORY "${_src}")
+        message(FATAL_ERROR "Slicer stand-in: ctkMacroCompilePythonScript(TARGET_NAME ${_target}) given nonexistent ${_type_lower} '${_src}'")
+      endif()
+      add_custom_command(DEPENDS ${_src}
+                         COMMAND ${CMAKE_COMMAND} -E copy ${_src} ${_tgt}
+                         OUTPUT ${_tgt}
+                         COMMENT "Copying python ${_type}: ${_tgt_file}")
+      list(APPEND _copied_files ${_tgt})
+      _slicer_standin_json_list(_pair "${_src}" "${_tgt}")
+      if(_copies_json STREQUAL "")
+        set(_copies_json "${_pair}")
+      else()
+        string(APPEND _copies_json ", ${_pair}")
+      endif()
+    endforeach()
+    if(_copied_files)
+      add_custom_target(Copy${_target}Python${_type}Files ALL DEPENDS ${_copied_files})
+    endif()
+  endforeach()
+
+  set(_directory_to_install ${_destination_dir})
+  if(_ctk_NO_INSTALL_SUBDIR)
+    set(_directory_to_install ${_destination_dir}/)
+  endif()
+  install(DIRECTORY "${_directory_to_install}"
+    DESTINATION "${_ctk_INSTALL_DIR}" COMPONENT RuntimeLibraries
+    USE_SOURCE_PERMISSIONS)
+
+  set(_flags)
+  foreach(_option NO_INSTALL_SUBDIR GLOBAL_TARGET)
+    if(_ctk_${_option})
+      list(APPEND _flags ${_option})
+    endif()
+  endforeach()
+  _slicer_standin_json_string(_target_json "${_target}")
+  _slicer_standin_json_list(_scripts_json ${_ctk_SCRIPTS})
+  _slicer_standin_json_list(_resources_json ${_ctk_RESOURCES})
+  _slicer_standin_json_list(_source_dir_given_json ${_ctk_SOURCE_DIR})
+  _slicer_standin_json_string(_source_dir_json "${_source_dir}")
+  _slicer_standin_json_string(_destination_given_json "${_ctk_DESTINATION_DIR}")
+  _slicer_standin_json_string(_destination_json "${_destination_dir}")
+  _slicer_standin_json_string(_install_json "${_ctk_INSTALL_DIR}")
+  _slicer_standin_json_list(_flags_json ${_flags})
+  _slicer_standin_json_string(_current_source_json "${CMAKE_CURRENT_SOURCE_DIR}")
+  _slicer_standin_record("compile_python_script"
+    "\"TARGET_NAME\": ${_target_json}, \"SCRIPTS\": ${_scripts_json}, \"RESOURCES\": ${_resources_json}, \"SOURCE_DIR\": ${_source_dir_given_json}, \"DESTINATION_DIR\": ${_destination_given_json}, \"INSTALL_DIR\": ${_install_json}, \"flags\": ${_flags_json}, \"current_source_dir\": ${_current_source_json}, \"source_dir\": ${_source_dir_json}, \"destination_dir\": ${_destination_json}, \"copies\": [${_copies_json}]")
+endfunction()
