@@ -70,6 +70,7 @@ def test_non_finite_numbers_become_null_and_newlines_stay_escaped():
 
 def test_log_records_become_log_events_with_their_level(stdout):
     logger = logging.getLogger("kidneytumorseg.test_json_lines")
+    logger.setLevel(logging.DEBUG)  # other tests (CLI runs) may have set the package logger to INFO
     root = logging.getLogger()
     before, level = list(root.handlers), root.level
     root.setLevel(logging.DEBUG)
