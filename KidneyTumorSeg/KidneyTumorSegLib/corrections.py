@@ -25,15 +25,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from kidneytumorseg.case_layout import CORRECTION_RECORD, IMAGE_NAME, LABEL_NAME
 from kidneytumorseg.labels import LABEL_NAMES
 from KidneyTumorSegLib.segments import DRAFT_SHA256_ATTRIBUTE, MODEL_ATTRIBUTE, labels_on_volume
 from KidneyTumorSegLib.volume_nodes import check_ct_volume, volume_to_image
 
 LOGGER = logging.getLogger("KidneyTumorSegLib")
 
-IMAGE_NAME = "imaging.nii.gz"
-LABEL_NAME = "segmentation.nii.gz"
-RECORD_NAME = "correction.json"
 FORMAT_VERSION = 1
 _CASE_ID = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -107,7 +105,7 @@ def export_correction(volume_node: Any, segmentation_node: Any, corrections_dir:
     try:
         sitk.WriteImage(image, str(staging / IMAGE_NAME), True)
         sitk.WriteImage(label_image, str(staging / LABEL_NAME), True)
-        with open(staging / RECORD_NAME, "w", encoding="utf-8") as stream:
+        with open(staging / CORRECTION_RECORD, "w", encoding="utf-8") as stream:
             json.dump(record, stream, indent=2)
             stream.flush()
             os.fsync(stream.fileno())

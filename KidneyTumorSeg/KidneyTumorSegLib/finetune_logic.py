@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.model_store import ModelStore
 from KidneyTumorSegLib.background_job import BackgroundJob, JobError
 from KidneyTumorSegLib.engine_command import EngineCommand
@@ -60,7 +61,7 @@ class FinetuneLogic:
                              "to measure the new version). Export another corrected case.")
         try:
             spec = self.store.find(model).spec
-        except Exception as error:  # noqa: BLE001 - any store problem reads the same to the user
+        except KidneyTumorSegError as error:
             raise InputError(f"The model '{model}' is not installed (any more): {error}") from error
         work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="KidneyTumorSeg-finetune-"))
         argv = self.command.finetune(spec, corrections, work, device=device, extra=extra_args)
@@ -74,7 +75,7 @@ class FinetuneLogic:
         model = str(event.get("model", ""))
         try:
             entry = self.store.find(model)
-        except Exception as error:  # noqa: BLE001
+        except KidneyTumorSegError as error:
             raise JobError(f"Fine-tuning reported the new version '{model}', but the model store does not hold it "
                            f"({error}). Check the store folder {self.store.user_dir}.") from error
         report = event.get("report")

@@ -59,15 +59,6 @@ def volume_to_image(volume_node: object) -> sitk.Image:
     return image
 
 
-def image_geometry_matches(image: sitk.Image, volume_node: object, tolerance: float = 1e-4) -> bool:
-    """Whether ``image`` lies exactly on ``volume_node``'s voxel grid (size, spacing, origin, direction)."""
-    reference = volume_to_image_geometry(volume_node)
-    return (image.GetSize() == reference.GetSize()
-            and np.allclose(image.GetSpacing(), reference.GetSpacing(), atol=tolerance)
-            and np.allclose(image.GetOrigin(), reference.GetOrigin(), atol=tolerance)
-            and np.allclose(image.GetDirection(), reference.GetDirection(), atol=tolerance))
-
-
 def volume_to_image_geometry(volume_node: object) -> sitk.Image:
     """An empty image with the volume's geometry (no voxel copy)."""
     dims = volume_node.GetImageData().GetDimensions()

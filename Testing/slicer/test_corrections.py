@@ -16,7 +16,7 @@ from vtk.util import numpy_support
 from kidneytumorseg.segmentation_file import write_segmentation
 from KidneyTumorSegLib.corrections import CaseExistsError, ExportError, case_folder_name, export_correction
 from KidneyTumorSegLib.segmentation_logic import SegmentationLogic
-from KidneyTumorSegLib.segments import MODEL_ATTRIBUTE, labels_on_volume, put_result
+from KidneyTumorSegLib.segments import MODEL_ATTRIBUTE, labels_on_volume, put_result, segment_mask
 from KidneyTumorSegLib.volume_nodes import volume_to_image
 
 
@@ -33,10 +33,6 @@ def paint_box(segmentation_node, volume_node, segment_id: str, box: tuple[slice,
     edit = logic.CreateOrientedImageDataFromVolumeNode(volume_node)
     dims = edit.GetDimensions()
     mask = np.zeros(dims[::-1], dtype=np.uint8)
-    current = slicer.vtkOrientedImageData()
-    segmentation_node.GetBinaryLabelmapRepresentation(segment_id, current)
-    from KidneyTumorSegLib.segments import segment_mask
-
     mask[segment_mask(segmentation_node, segment_id, edit)] = 1
     mask[box] = 1
     edit.GetPointData().SetScalars(numpy_support.numpy_to_vtk(mask.ravel(), deep=True))

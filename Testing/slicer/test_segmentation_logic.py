@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 import vtk
 from mrml_helpers import SAMPLE_REFERENCE, scene_snapshot
+from processes import process_group_members
 
 from KidneyTumorSegLib.background_job import JobCancelled, JobError, JobState
 from KidneyTumorSegLib.engine_command import EngineCommand
@@ -62,20 +63,6 @@ def test_segmentation_follows_the_volume_transform(scene, ct_node, store, comman
     assert node.GetTransformNodeID() == transform.GetID()
 
 
-def _child_pids(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pid or int(fields[3]) == pid:  # parent, or process group
-                found.add(int(entry))
-    return found
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc to find left-over processes")
 def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(scene, ct_node, store, command):
     before = scene_snapshot(scene)
@@ -90,7 +77,7 @@ def test_cancel_mid_run_leaves_the_scene_unchanged_and_no_process(scene, ct_node
     with pytest.raises(JobCancelled):
         job.wait()
     assert scene_snapshot(scene) == before
-    assert not _child_pids(pid) and not os.path.exists(f"/proc/{pid}")
+    assert not process_group_members(pid) and not os.path.exists(f"/proc/{pid}")
 
 
 def test_bad_inputs_are_refused_before_anything_runs(scene, ct_node, store, command):

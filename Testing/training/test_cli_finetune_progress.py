@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import process_group_members
 from test_finetune import make_corrections
 from tiny_models import make_tiny_store as make_store
 
@@ -35,21 +36,6 @@ def _events(stdout: str) -> list[dict]:
     events = [json.loads(line) for line in stdout.splitlines()]  # every line is one JSON object
     assert events and all(event["type"] in EVENT_TYPES for event in events)
     return events
-
-
-def _group_members(group: int) -> list[int]:
-    """Running (not zombie) processes in the process group ``group``, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 @pytest.fixture
@@ -101,7 +87,7 @@ def test_sigterm_during_training_cancels_and_leaves_no_version_and_no_process(ti
             event = json.loads(line)
             if event["type"] == "progress" and event["stage"] == "train fold0" and event["fraction"] > 0.1:
                 # An epoch is done: the data-loading worker runs beside the main process.
-                workers = [pid for pid in _group_members(process.pid) if pid != process.pid]
+                workers = [pid for pid in process_group_members(process.pid) if pid != process.pid]
                 if to_group:
                     os.killpg(process.pid, signal.SIGTERM)
                 else:
@@ -109,9 +95,9 @@ def test_sigterm_during_training_cancels_and_leaves_no_version_and_no_process(ti
                 break
         process.wait(timeout=TIMEOUT)  # the main process only: reading stdout to its end would wait for workers
         deadline = time.monotonic() + 0.5  # a worker left behind would live on for seconds (its parent watchdog)
-        while _group_members(process.pid) and time.monotonic() < deadline:
+        while process_group_members(process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        left = _group_members(process.pid)
+        left = process_group_members(process.pid)
         rest, errors = process.communicate(timeout=TIMEOUT)
     finally:
         guard.cancel()

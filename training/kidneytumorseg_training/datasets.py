@@ -20,16 +20,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from kidneytumorseg.case_layout import CORRECTION_RECORD, IMAGE_NAME, LABEL_NAME
 from kidneytumorseg.errors import KidneyTumorSegError, MissingInputError
 from kidneytumorseg.image_io import check_label_map, check_same_geometry, read_image
 from kidneytumorseg.labels import KIDNEY
 
 logger = logging.getLogger(__name__)
 
-IMAGE_NAME = "imaging.nii.gz"
-LABEL_NAME = "segmentation.nii.gz"
 SYNTHETIC_RECORD = "synthetic.json"
-CORRECTION_RECORD = "correction.json"
 NNUNET_CHANNEL = "_0000"
 SOURCES = ("kits", "nnunet", "corrections")
 BODY_THRESHOLD_HU = -500.0

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kidneytumorseg.atomic import write_text_atomic
+from kidneytumorseg.case_layout import IMAGE_NAME, LABEL_NAME
 from kidneytumorseg.errors import KidneyTumorSegError, MissingInputError
 from kidneytumorseg.image_io import read_label_map, write_image_atomic
 from kidneytumorseg_training.synthetic.generator import generate_ct
@@ -27,8 +28,7 @@ from kidneytumorseg_training.synthetic.resample import resample_to_spacing
 
 logger = logging.getLogger(__name__)
 
-MASK_NAME = "segmentation.nii.gz"
-IMAGE_NAME = "imaging.nii.gz"
+MASK_NAME = LABEL_NAME  # the KiTS expert mask the CT is generated from
 RECORD_NAME = "synthetic.json"  # written last: its presence marks a finished case
 PREVIEW_NAME = "preview.png"
 GENERATOR_VERSION = 1
