@@ -111,3 +111,26 @@ def test_bad_inputs_get_clear_errors(network, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         validate_cases([network], SETTINGS, [("x", tmp_path / "none.nii.gz", CASE / "segmentation.nii.gz")],
                        progress=False)
+
+
+def test_localizer_is_passed_to_the_predictor(monkeypatch, network, tmp_path):
+    """Fine-tuning's held-out evaluation runs the coarse-to-fine mode: validate_cases hands the localizer and
+    its cascade settings to the engine's predict, which then segments inside the localizer's boxes."""
+    from kidneytumorseg.predictor_core import CascadeSettings
+
+    seen = {}
+    real_predict = validation.predict
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "predict", spy)
+    torch.manual_seed(1)
+    localizer = build_network(plan_network((16, 16, 16), (12.0, 12.0, 12.0), base_features=4)).eval()
+    cascade = CascadeSettings(localizer=PredictorSettings(
+        target_spacing=(12.0, 12.0, 12.0), patch_size=(16, 16, 16), device="cpu",
+        normalization=SETTINGS.normalization))
+    result = validate_cases([network], SETTINGS, CASES, progress=False, localizer=localizer, cascade=cascade)
+    assert seen["localizer"] is localizer and seen["cascade"] is cascade
+    assert result.summary.case_count == 1

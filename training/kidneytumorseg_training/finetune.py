@@ -46,6 +46,7 @@ from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network
 from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor import settings_for
+from kidneytumorseg.predictor_core import CascadeSettings
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
     CORRECTION_RECORD,
@@ -203,9 +204,16 @@ def summarize_metrics(result: ValidationResult) -> dict[str, Any]:
 
 def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
               cases: Sequence[TrainingCase], device: str, folder: Path) -> dict[str, Any]:
-    result = validate_cases(networks, settings_for(member, device=device),
+    """Held-out metrics as the engine's default quality segments: the localizer's coarse-to-fine mode when the
+    package has one, no mirroring (before and after are measured the same way, so the comparison is fair)."""
+    localizer_spec = package.localizer
+    localizer = build_member(package, localizer_spec, device=device) if localizer_spec is not None else None
+    cascade = (CascadeSettings(localizer=settings_for(localizer_spec, device=device, mirror_axes=()))
+               if localizer_spec is not None else None)
+    result = validate_cases(networks, settings_for(member, device=device, mirror_axes=()),
                             [(c.case_id, c.image, c.label) for c in cases],
-                            postprocessing=PostprocessingSettings.from_dict(package.postprocessing), progress=False)
+                            postprocessing=PostprocessingSettings.from_dict(package.postprocessing), progress=False,
+                            localizer=localizer, cascade=cascade)
     write_validation_report(result, folder)
     return summarize_metrics(result)
 

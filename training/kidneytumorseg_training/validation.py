@@ -32,7 +32,7 @@ from kidneytumorseg.geometry import image_from_lps, to_lps
 from kidneytumorseg.image_io import check_same_geometry, read_image, read_label_map, write_image_atomic
 from kidneytumorseg.metrics import CaseMetrics, compute_case_metrics, compute_case_metrics_arrays
 from kidneytumorseg.postprocessing import PostprocessingSettings
-from kidneytumorseg.predictor_core import PredictorSettings, predict
+from kidneytumorseg.predictor_core import CascadeSettings, PredictorSettings, predict
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +99,19 @@ def validate_case(
     label_path: Path,
     output_dir: Path | None = None,
     postprocessing: PostprocessingSettings | None = None,
+    localizer: torch.nn.Module | None = None,
+    cascade: CascadeSettings | None = None,
 ) -> tuple[CaseResult, Path | None]:
-    """Segment one case with the engine predictor and score it; write the labels to ``output_dir`` if given."""
+    """Segment one case with the engine predictor and score it; write the labels to ``output_dir`` if given.
+
+    With a ``localizer`` (and its ``cascade`` settings) the networks run only around the kidneys, as the
+    engine's default coarse-to-fine mode does."""
     image = read_image(image_path)
     reference = read_label_map(label_path)
     check_same_geometry(image, reference, str(image_path), str(label_path))
     volume, spacing, orientation = to_lps(image)
-    prediction = predict(volume.astype(np.float32, copy=False), spacing, list(networks), settings, postprocessing)
+    prediction = predict(volume.astype(np.float32, copy=False), spacing, list(networks), settings, postprocessing,
+                         localizer=localizer, cascade=cascade)
     labels = image_from_lps(prediction.labels.astype(np.uint8), orientation)
     written = None
     if output_dir is not None:
@@ -122,6 +128,8 @@ def validate_cases(
     output_dir: Path | None = None,
     postprocessing: PostprocessingSettings | None = None,
     progress: bool = True,
+    localizer: torch.nn.Module | None = None,
+    cascade: CascadeSettings | None = None,
 ) -> ValidationResult:
     """Segment and score every ``(case_id, image file, label file)``; return per-case metrics and the summary.
 
@@ -143,7 +151,7 @@ def validate_cases(
                                                     disable=bar_disabled):
             case_started = time.perf_counter()
             result, written = validate_case(networks, settings, case_id, image_path, label_path, output_dir,
-                                            postprocessing)
+                                            postprocessing, localizer=localizer, cascade=cascade)
             results.append(result)
             if written is not None:
                 predictions[case_id] = written
