@@ -150,7 +150,7 @@ class WebApp:
             v3.VSpacer()
             v3.VBtn("Segment", id="btn-segment", v_if="!segment_running", color="primary", size="small",
                     disabled=("!volume_name",),
-                    click="volumes.length ? (confirm_replace = true) : trigger('kts_segment')")
+                    click="volumes.length ? (confirm_replace = true) : trigger('kts_segment', [model, quality])")
             v3.VBtn("Cancel", id="btn-cancel-segment", v_else=True, color="warning", size="small",
                     click="trigger('kts_cancel', ['segment'])")
         v3.VProgressLinear(model_value=("segment_fraction",), v_show="segment_running", id="segment-progress",
@@ -163,7 +163,7 @@ class WebApp:
                 v3.VSpacer()
                 v3.VBtn("Keep", click="confirm_replace = false")
                 v3.VBtn("Replace", id="btn-confirm-replace", color="primary",
-                        click="confirm_replace = false; trigger('kts_segment')")
+                        click="confirm_replace = false; trigger('kts_segment', [model, quality])")
         with v3.VRadioGroup(v_model=("active_segment", None), density="compact", hide_details=True,
                             v_if="volumes.length", id="segments"), \
                 v3.VRadio(v_for="v in volumes", key="v.id", value=("v.id",), id=("'seg-' + v.id",)), \
@@ -207,7 +207,8 @@ class WebApp:
         v3.VCheckbox(v_model=("overwrite",), label="Replace an earlier export with this case id", id="overwrite",
                      density="compact", hide_details=True)
         v3.VBtn("Export correction", id="btn-export", size="small", variant="tonal",
-                disabled=("!volumes.length || segment_running",), click="trigger('kts_export')")
+                disabled=("!volumes.length || segment_running",),
+                click="trigger('kts_export', [case_id, note, overwrite])")
         html.Div("{{ export_message }}", id="export-message", classes="text-caption")
 
     def _finetune_section(self) -> None:
@@ -216,7 +217,7 @@ class WebApp:
                  classes="text-caption")
         with html.Div(classes="d-flex ga-2 align-center"):
             v3.VBtn("Fine-tune", id="btn-finetune", v_if="!finetune_running", size="small", variant="tonal",
-                    disabled=("corrections.length < 2 || !model",), click="trigger('kts_finetune')")
+                    disabled=("corrections.length < 2 || !model",), click="trigger('kts_finetune', [model])")
             v3.VBtn("Cancel fine-tuning", id="btn-cancel-finetune", v_else=True, color="warning", size="small",
                     click="trigger('kts_cancel', ['finetune'])")
             html.Span("needs two exported corrections", v_if="corrections.length < 2", classes="text-caption")

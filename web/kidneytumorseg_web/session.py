@@ -183,11 +183,13 @@ class Session:
 
     # -- segmentation -------------------------------------------------------------------------------------
     @reported
-    def segment(self) -> None:
+    def segment(self, model: str | None = None, quality: str | None = None) -> None:
+        """``model`` and ``quality`` as the page shows them with the click (see :meth:`export`)."""
         if self.jobs.running("segment"):
             return
         if self.volume_node is None:
             raise InputError("Open a CT first: upload one, pick one from the server's folders, or load the sample.")
+        self._adopt(model=model, quality=quality)
         if self.state.quality not in QUALITIES:
             raise InputError(f"Unknown quality '{self.state.quality}'; choose one of {', '.join(QUALITIES)}.")
         logic = SegmentationLogic(self.scene, store=self.config.store, command=self.command,
@@ -221,14 +223,30 @@ class Session:
                          "ml": ml, "text": f"{ml:.2f} ml"})
         self.state.volumes = rows
 
+    def _adopt(self, **values: Any) -> None:
+        """Take the values the page sent with a click into the state (text only; None: keep the state's)."""
+        for name, value in values.items():
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InputError(f"The page sent a {name} that is not text ({type(value).__name__}); reload the page.")
+            self.state[name] = value
+
     # -- corrections and fine-tuning ----------------------------------------------------------------------
     @reported
-    def export(self) -> None:
+    def export(self, case_id: str | None = None, note: str | None = None, overwrite: bool | None = None) -> None:
+        """The page passes the fields it shows with the click: a field's own state update can reach the server
+        after the click does (seen under load), and the export must use what the reader sees."""
         if self.segmentation_node is None:
             raise ExportError("There is no segmentation to export yet; open a CT and press Segment first.")
+        case_id = self.state.case_id if case_id is None else case_id
+        note = self.state.note if note is None else note
+        overwrite = self.state.overwrite if overwrite is None else overwrite
+        if not isinstance(case_id, (str, type(None))) or not isinstance(note, (str, type(None))):
+            raise ExportError("The case id and the note must be text.")
         case = export_correction(self.volume_node, self.segmentation_node, self.config.corrections_dir,
-                                 case_id=(self.state.case_id or "").strip() or None, note=self.state.note or "",
-                                 overwrite=bool(self.state.overwrite))
+                                 case_id=(case_id or "").strip() or None, note=note or "",
+                                 overwrite=overwrite is True)
         voxels = ", ".join(f"{name} {count}" for name, count in case.record["voxels"].items())
         self.state.export_message = f"Exported {case.case_id} to {case.folder} (voxels: {voxels})."
         self.state.exports += 1
@@ -236,7 +254,9 @@ class Session:
         self.refresh_corrections()
 
     @reported
-    def finetune(self) -> None:
+    def finetune(self, model: str | None = None) -> None:
+        """``model`` as the page shows it with the click (see :meth:`export`)."""
+        self._adopt(model=model)
         if self.jobs.running("finetune"):
             return
         if not self.state.model:
