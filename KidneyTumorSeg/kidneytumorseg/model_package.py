@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from kidneytumorseg.atomic import write_text_atomic
 from kidneytumorseg.errors import KidneyTumorSegError, ModelPackageError
 from kidneytumorseg.labels import LABEL_COLORS, LABEL_NAMES
+from kidneytumorseg.member_settings import MemberInputs, member_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,7 @@ LOGGER = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
-ROLES = ("segmenter", "localizer")
+ROLES = ("segmenter", "localizer", "refiner")  # refiner: stage 2 (kidneytumorseg.refinement)
 _OVERRIDE_KINDS = {**dict.fromkeys(("network", "preprocessing", "inference"), "an object"), "patch_size": "a list"}
 _CHUNK_BYTES = 2**20
 _VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -58,6 +59,11 @@ class MemberSpec:
     patch_size: tuple[int, ...]
     preprocessing: dict[str, Any]
     inference: dict[str, Any]
+
+    @property
+    def inputs(self) -> MemberInputs:
+        """2.5D context, median filter, stage input and output labels (kidneytumorseg.member_settings)."""
+        return member_inputs(self.role, self.network, self.patch_size, self.preprocessing, self.inference)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,10 @@ class ModelPackage:
     @property
     def segmenters(self) -> tuple[MemberSpec, ...]:
         return tuple(member for member in self.members if member.role == "segmenter")
+
+    @property
+    def refiners(self) -> tuple[MemberSpec, ...]:
+        return tuple(member for member in self.members if member.role == "refiner")
 
     @property
     def localizer(self) -> MemberSpec | None:
@@ -193,6 +203,10 @@ def _parse_member(entry: Any, index: int, defaults: dict[str, Any], where: Path)
     _check_preprocessing(effective["preprocessing"], prefix + "preprocessing", where)
     effective = copy.deepcopy(effective)
     network, preprocessing, inference = effective["network"], effective["preprocessing"], effective["inference"]
+    try:
+        member_inputs(role, network, patch_size, preprocessing, inference)
+    except ValueError as error:
+        raise ModelPackageError(f"{where}: member {name!r}: {error}. {_FIX}") from error
     return MemberSpec(name, file, sha256, role, network, patch_size, preprocessing, inference)
 
 

@@ -6,8 +6,13 @@ Rules, each switchable from the model package's ``postprocessing`` dict, applied
    of the probabilities instead of the argmax. For each region (kidney_and_mass = 1 - p0, mass = p2 + p3,
    tumor = p2) voxels with p >= h are seeds and connected voxels with p >= l are grown from them; mass
    is kept inside kidney_and_mass and tumor inside mass. Mass without tumor is cyst.
+   ``adaptive_threshold`` (TuNet's Algorithm 1, :mod:`kidneytumorseg.adaptive_threshold`) decodes the labels
+   from the probabilities instead, with thresholds that adapt to what the tumor map holds; at most one of
+   the two may be on.
 2. ``max_kidney_components`` N: keep only the N largest connected components of kidney_and_mass
    (at most two kidneys; Zhao 2019, seed 000).
+   ``max_tumor_components`` N (off by default): keep only the N largest tumor components; the others become
+   kidney (KiTS19 two-stage, seed 002: "the maximum connectivity component").
 3. ``remove_masses_not_touching_kidney``: a connected component of mass (tumor and cyst together) that
    touches no kidney voxel is removed ("the tumor should be attached with kidney"). When no kidney voxel
    is predicted at all the rule is skipped, so a whole-kidney tumor is not erased.
@@ -27,12 +32,14 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from kidneytumorseg.adaptive_threshold import AdaptiveThresholdSettings, adaptive_threshold_labels
 from kidneytumorseg.labels import BACKGROUND, CYST, KIDNEY, TUMOR
 
 logger = logging.getLogger(__name__)
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
-_KEYS = ("max_kidney_components", "remove_masses_not_touching_kidney", "min_component_ml", "hysteresis")
+_KEYS = ("max_kidney_components", "remove_masses_not_touching_kidney", "min_component_ml", "hysteresis",
+         "adaptive_threshold", "max_tumor_components")
 
 
 def _error(message: str) -> ValueError:
@@ -59,8 +66,17 @@ class PostprocessingSettings:
     remove_masses_not_touching_kidney: bool = True
     min_component_ml: float = 0.0
     hysteresis: HysteresisSettings | Mapping[str, float] | None = None  # a mapping becomes HysteresisSettings
+    adaptive_threshold: AdaptiveThresholdSettings | Mapping[str, Any] | bool | None = None
+    max_tumor_components: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "adaptive_threshold", AdaptiveThresholdSettings.from_value(self.adaptive_threshold))
+        if self.adaptive_threshold is not None and self.hysteresis is not None:
+            raise _error("hysteresis and adaptive_threshold both decode labels from the probabilities; "
+                         "switch one of them off (null).")
+        tumors = self.max_tumor_components
+        if tumors is not None and (isinstance(tumors, bool) or not isinstance(tumors, int) or tumors < 0):
+            raise _error(f"max_tumor_components must be a whole number >= 1 (or null/0 for off), got {tumors!r}.")
         hysteresis = self.hysteresis
         if isinstance(hysteresis, Mapping):
             if set(hysteresis) != {"high", "low"}:
@@ -99,17 +115,24 @@ class PostprocessingSettings:
             remove_masses_not_touching_kidney=data.get("remove_masses_not_touching_kidney", True),
             min_component_ml=0.0 if min_ml is None else min_ml,
             hysteresis=data.get("hysteresis"),
+            adaptive_threshold=data.get("adaptive_threshold"),
+            max_tumor_components=data.get("max_tumor_components"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-safe ``postprocessing`` dict."""
-        return {
+        """The JSON-safe ``postprocessing`` dict (the newer rules only when they are on)."""
+        out = {
             "max_kidney_components": self.max_kidney_components,
             "remove_masses_not_touching_kidney": self.remove_masses_not_touching_kidney,
             "min_component_ml": float(self.min_component_ml),
             "hysteresis": None if self.hysteresis is None else {"high": self.hysteresis.high,
                                                                  "low": self.hysteresis.low},
         }
+        if self.adaptive_threshold is not None:
+            out["adaptive_threshold"] = self.adaptive_threshold.to_dict()
+        if self.max_tumor_components:
+            out["max_tumor_components"] = self.max_tumor_components
+        return out
 
 
 def hysteresis_mask(probability: np.ndarray, high: float, low: float) -> np.ndarray:
@@ -148,6 +171,17 @@ def keep_largest_components(mask: np.ndarray, count: int) -> np.ndarray:
     keep = np.zeros(found + 1, dtype=bool)
     keep[largest] = True
     return keep[components]
+
+
+def keep_largest_tumors(labels: np.ndarray, count: int) -> np.ndarray:
+    """Labels with only the ``count`` largest tumor components kept as tumor; the others become kidney."""
+    out = labels.copy()
+    tumor = labels == TUMOR
+    removed = tumor & ~keep_largest_components(tumor, count)
+    if removed.any():
+        logger.info("Relabelled %d voxels of smaller tumor components as kidney.", int(removed.sum()))
+    out[removed] = KIDNEY
+    return out
 
 
 def remove_masses_not_touching_kidney(labels: np.ndarray) -> np.ndarray:
@@ -197,15 +231,21 @@ def postprocess(
     settings: PostprocessingSettings,
     probabilities: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Apply the switched-on rules to ``labels`` (uint8, same shape); ``probabilities`` only for hysteresis."""
+    """Apply the switched-on rules to ``labels`` (uint8, same shape); ``probabilities`` only for hysteresis
+    and adaptive thresholds."""
     out = np.asarray(labels).astype(np.uint8, copy=True)
+    if (settings.hysteresis is not None or settings.adaptive_threshold is not None) and probabilities is None:
+        raise ValueError("Hysteresis (or adaptive-threshold) post-processing needs the probabilities; pass "
+                         "probabilities=... too.")
     if settings.hysteresis is not None:
-        if probabilities is None:
-            raise ValueError("Hysteresis post-processing needs the probabilities; pass probabilities=... too.")
         out = labels_from_regions_hysteresis(probabilities, settings.hysteresis.high, settings.hysteresis.low)
+    if settings.adaptive_threshold is not None:
+        out = adaptive_threshold_labels(probabilities, out, settings.adaptive_threshold)
     if settings.max_kidney_components:
         keep = keep_largest_components(out > 0, settings.max_kidney_components)
         out[~keep] = BACKGROUND
+    if settings.max_tumor_components:
+        out = keep_largest_tumors(out, settings.max_tumor_components)
     if settings.remove_masses_not_touching_kidney:
         out = remove_masses_not_touching_kidney(out)
     if settings.min_component_ml > 0:

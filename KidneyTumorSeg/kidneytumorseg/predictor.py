@@ -31,10 +31,12 @@ from kidneytumorseg.model_package import MemberSpec, ModelPackage, build_member,
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor_core import CascadeSettings, PredictorSettings, predict
+from kidneytumorseg.refinement import RefinementSettings, predict_two_stage
 
 logger = logging.getLogger(__name__)
 
 QUALITIES = ("fast", "default", "best")
+SLICES_PER_BATCH = 8  # a 2.5D member's tiles are single slices: batch this many per requested batch
 ProgressCallback = Callable[[str, float], None]
 
 
@@ -42,9 +44,10 @@ ProgressCallback = Callable[[str, float], None]
 class PredictionOptions:
     """How to run a package.
 
-    quality: ``fast`` (first segmenter member, no mirroring), ``default`` (all segmenter members, no
-    mirroring) or ``best`` (all members with mirroring test-time augmentation).
-    members: names of the segmenter members to use (e.g. folds), overriding the quality's choice.
+    quality: ``fast`` (first segmenter and first refiner, no mirroring), ``default`` (all segmenters and
+    refiners, no mirroring) or ``best`` (all of them with mirroring test-time augmentation).
+    members: names of the segmenter and/or refiner members to use (e.g. folds), overriding the quality's
+    choice for the role(s) named.
     cascade: use the package's localizer to segment only around the kidneys (default: when it has one).
     """
 
@@ -74,13 +77,18 @@ class SegmentationResult:
 
 
 def settings_for(member: MemberSpec, **overrides: Any) -> PredictorSettings:
-    """Predictor settings of a member (its effective preprocessing, patch size and inference)."""
+    """Predictor settings of a member (its effective preprocessing, patch size and inference, its 2.5D
+    context, median filter and output labels)."""
     inference = {key: member.inference[key] for key in ("tile_overlap", "mirror_axes", "gaussian_sigma_scale")
                  if key in member.inference}
     inference.update({key: value for key, value in overrides.items() if value is not None})
+    inputs = member.inputs
+    if inputs.context_slices is not None:
+        inference["batch_size"] = int(inference.get("batch_size", 1)) * SLICES_PER_BATCH
     return PredictorSettings(
         target_spacing=member.preprocessing["target_spacing"], patch_size=member.patch_size,
-        normalization=member.preprocessing["normalization"], **inference,
+        normalization=member.preprocessing["normalization"], context_slices=inputs.context_slices,
+        median_filter=inputs.median_filter, output_labels=inputs.output_labels, **inference,
     )
 
 
@@ -92,10 +100,13 @@ class Predictor:
         self.package = package
         self.options = options or PredictionOptions()
         self.device = select_device(self.options.device)
-        self.segmenter_specs = self._choose_segmenters()
+        self.segmenter_specs = self._choose("segmenter")
         self.settings = self._shared_settings(self.segmenter_specs)
         self.members = [build_member(package, spec, builder=builder, device=str(self.device))
                         for spec in self.segmenter_specs]
+        self.refiner_specs = self._choose("refiner") if package.refiners else []
+        self.refiners = [build_member(package, spec, builder=builder, device=str(self.device))
+                         for spec in self.refiner_specs]
         localizer_spec = package.localizer
         use_cascade = self.options.cascade if self.options.cascade is not None else localizer_spec is not None
         if use_cascade and localizer_spec is None:
@@ -108,6 +119,9 @@ class Predictor:
         self.cascade = CascadeSettings(localizer=settings_for(localizer_spec, device=str(self.device),
                                                               mirror_axes=())) if use_cascade else None
         self.postprocessing = PostprocessingSettings.from_dict(package.postprocessing)
+        self.refinement = RefinementSettings(
+            self._shared_settings(self.refiner_specs), self.refiner_specs[0].inputs.stage_input,  # type: ignore[arg-type]
+            self.postprocessing.max_kidney_components) if self.refiner_specs else None
 
     @classmethod
     def from_store(cls, spec: str, options: PredictionOptions | None = None,
@@ -119,16 +133,27 @@ class Predictor:
     def model_spec(self) -> str:
         return f"{self.package.name}@{self.package.version}"
 
-    def _choose_segmenters(self) -> list[MemberSpec]:
-        available = list(self.package.segmenters)
+    def _choose(self, role: str) -> list[MemberSpec]:
+        """The members of ``role`` to run: those named in the options, else as the quality says."""
+        available = [member for member in self.package.members if member.role == role]
         if self.options.members:
-            return [self.package.member(name) for name in self.options.members]
+            named = [self.package.member(name) for name in self.options.members]
+            if any(member.role == "localizer" for member in named):
+                raise ModelPackageError("The localizer is not chosen by --members; it runs when the cascade is on "
+                                        "(--cascade / --no-cascade).")
+            chosen = [member for member in named if member.role == role]
+            if chosen:
+                return chosen
+            if role == "segmenter":
+                raise ModelPackageError(f"--members names no segmenter of {self.model_spec}; its segmenters are: "
+                                        f"{', '.join(member.name for member in available)}.")
         return available[:1] if self.options.quality == "fast" else available
 
     def _shared_settings(self, specs: Sequence[MemberSpec]) -> PredictorSettings:
         first = specs[0]
         for spec in specs[1:]:
-            if (spec.preprocessing, spec.patch_size) != (first.preprocessing, first.patch_size):
+            if (spec.preprocessing, spec.patch_size, spec.inputs) != (first.preprocessing, first.patch_size,
+                                                                   first.inputs):
                 raise ModelPackageError(
                     f"members {first.name} and {spec.name} of {self.model_spec} differ in preprocessing or patch "
                     f"size, so they cannot be averaged; choose members that match (--members)."
@@ -146,14 +171,19 @@ class Predictor:
         check_ct_volume(volume, spacing, allow_non_ct=self.options.allow_non_ct, name=name)
         check_prediction_memory(volume.shape, spacing, self.settings.target_spacing,
                                 num_classes=len(self.package.labels) + 1)
-        prediction = predict(volume, spacing, self.members, self.settings, self.postprocessing,
-                             localizer=self.localizer, cascade=self.cascade, progress=progress, cancel=cancel)
+        if self.refinement is not None:
+            prediction = predict_two_stage(volume, spacing, self.members, self.settings, self.refiners,
+                                           self.refinement, self.postprocessing, localizer=self.localizer,
+                                           cascade=self.cascade, progress=progress, cancel=cancel)
+        else:
+            prediction = predict(volume, spacing, self.members, self.settings, self.postprocessing,
+                                 localizer=self.localizer, cascade=self.cascade, progress=progress, cancel=cancel)
         labels = image_from_lps(prediction.labels.astype(np.uint8), orientation)
         voxel_ml = float(np.prod(spacing)) / 1000.0
         counts = np.bincount(prediction.labels.ravel(), minlength=len(self.package.labels) + 1)
         volumes = {name: round(float(counts[label]) * voxel_ml, 3) for label, (name, _) in self.package.labels.items()}
         return SegmentationResult(labels=labels, volumes_ml=volumes, model=self.model_spec,
-                                  members=tuple(spec.name for spec in self.segmenter_specs),
+                                  members=tuple(spec.name for spec in [*self.segmenter_specs, *self.refiner_specs]),
                                   seconds=time.perf_counter() - started, boxes=prediction.boxes)
 
 

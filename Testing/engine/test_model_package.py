@@ -270,3 +270,23 @@ def test_parse_version_orders_semantically() -> None:
     for bad in ("1.0", "1.0.0-rc1", "01.0.0", "v1.0.0"):
         with pytest.raises(ModelPackageError, match="MAJOR.MINOR.PATCH"):
             parse_version(bad)
+
+
+def test_refiners_carry_their_stage_input_and_inconsistent_members_are_refused(tmp_path: Path) -> None:
+    refiner_network = {"in_channels": 2, "num_classes": 3, "features": 2}
+    refiner = {"name": "tumor", "role": "refiner", "network": refiner_network,
+               "preprocessing": {**PREPROCESSING, "stage_input": {"probability_channels": ["kidney_and_mass"]}},
+               "inference": {**INFERENCE, "output_labels": [0, 2, 3]}}
+    members = [({"name": "fold0"}, tiny_network().state_dict()),
+               (refiner, tiny_network(1, refiner_network).state_dict())]
+    package = ModelPackage.load(write_tiny(tmp_path / "two-stage", members=members))
+    assert [m.name for m in package.refiners] == ["tumor"] and [m.name for m in package.segmenters] == ["fold0"]
+    inputs = package.member("tumor").inputs
+    assert inputs.stage_input.probability_channels == ("kidney_and_mass",) and inputs.output_labels == (0, 2, 3)
+    assert package.member("fold0").inputs.stage_input is None
+    no_stage = {**refiner, "preprocessing": PREPROCESSING}
+    with pytest.raises(ModelPackageError, match="member 'tumor': a refiner needs 'preprocessing.stage_input'"):
+        write_tiny(tmp_path / "bad", members=[members[0], (no_stage, members[1][1])])
+    wrong_channels = {**refiner, "network": {**refiner_network, "in_channels": 1}}
+    with pytest.raises(ModelPackageError, match="in_channels 1 but its input has 2 channels"):
+        write_tiny(tmp_path / "bad2", members=[members[0], (wrong_channels, members[1][1])])

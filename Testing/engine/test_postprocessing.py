@@ -144,3 +144,25 @@ def test_settings_from_package_dict_round_trip_and_validation():
         PostprocessingSettings.from_dict({"max_kidney_components": 1.5})
     with pytest.raises(ValueError, match="min_component_ml"):
         PostprocessingSettings.from_dict({"min_component_ml": -1})
+
+
+def test_only_the_largest_tumor_is_kept_when_asked_and_the_rest_becomes_kidney():
+    labels = np.zeros((10, 30, 30), dtype=np.uint8)
+    labels[2:8, 5:25, 5:25] = KIDNEY
+    labels[3:7, 6:12, 6:12] = TUMOR
+    labels[4:5, 20:22, 20:22] = TUMOR
+    out = postprocess(labels, SPACING, _with(max_tumor_components=1))
+    assert (out[3:7, 6:12, 6:12] == TUMOR).all() and (out[4:5, 20:22, 20:22] == KIDNEY).all()
+    np.testing.assert_array_equal(postprocess(labels, SPACING, _with(max_tumor_components=None)), labels)
+
+
+def test_new_rules_round_trip_only_when_on():
+    package = {"max_kidney_components": 2, "remove_masses_not_touching_kidney": True, "min_component_ml": 0.0,
+               "hysteresis": None, "adaptive_threshold": {"threshold": 0.5, "whole_low": 0.4, "empty_low": 0.1,
+                                                          "small_tumor_voxels": 100, "small_tumor_low": 0.2,
+                                                          "tumor_low": 0.3, "empty_tumor_is_whole": False},
+               "max_tumor_components": 1}
+    assert PostprocessingSettings.from_dict(package).to_dict() == package
+    assert "adaptive_threshold" not in PostprocessingSettings().to_dict()
+    with pytest.raises(ValueError, match="max_tumor_components"):
+        PostprocessingSettings(max_tumor_components=-1)

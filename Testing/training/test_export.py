@@ -75,3 +75,83 @@ def test_export_refuses_what_it_cannot_do(runs, tmp_path):
     export_package([runs / "plain"], tmp_path / "c", name="x", version="1.0.0")
     with pytest.raises(KidneyTumorSegError, match="already exists"):
         export_package([runs / "plain"], tmp_path / "c", name="x", version="1.0.0")
+
+
+# -- two-stage members: trained briefly, exported, reloaded, segmenting through the engine's predictor ----------
+
+def _member_settings(folder) -> dict:
+    return dict(preprocessed=str(folder), train_ids=["case_00000", "case_00001"], val_ids=["case_00002"], epochs=1,
+                iterations_per_epoch=2, val_iterations=1, num_workers=0, threads=1, device="cpu",
+                augmentation={"enabled": False})
+
+
+@pytest.fixture(scope="module")
+def cascade_runs(runs):
+    """A 3D residual kidney-region run (decaying deep supervision), a 2.5D refiner on the masked image (SE,
+    attention gates, dilations 2-3-5, image injection, focal + weighted Dice, cyst resampling), and a TuNet
+    W-Net / T-Net pair (median 3, image + W-Net probability)."""
+    settings = _member_settings(runs / "pre")
+    kidney_region = plan_network([16, 32, 32], SPACING, base_features=4, max_features=16, block="residual").to_dict()
+    train(TrainingConfig(**settings, network=kidney_region, label_map=[0, 1, 1, 1], foreground_fraction=1.0,
+                         deep_supervision_decay={"initial": 0.33, "factor": 0.8, "every_epochs": 15}),
+          runs / "kidney")
+    refiner = plan_network([32, 32], SPACING[1:], dimension=2, base_features=4, max_features=16,
+                           squeeze_excitation=True, attention_gates=True, bottleneck_dilations=[2, 3, 5],
+                           inject_input=True).to_dict()
+    train(TrainingConfig(**settings, network=refiner, context_slices=1, label_map=[0, 0, 1, 2], loss="focal_dice",
+                         stage_input={"mask_image": True, "mask_dilation_mm": 4.0, "crop_margin_mm": 8.0},
+                         hard_case_class=3, hard_case_fraction=0.5, foreground_fraction=1.0), runs / "tumor")
+    tunet = plan_network([16, 32, 32], SPACING, base_features=4, max_features=16, squeeze_excitation=True,
+                         inject_input=True).to_dict()
+    train(TrainingConfig(**settings, network=tunet, label_map=[0, 1, 1, 1], median_filter=3), runs / "w-net")
+    train(TrainingConfig(**settings, network=tunet, label_map=[0, 0, 1, 0], median_filter=3,
+                         stage_input={"mask_image": False, "probability_channels": ["kidney_and_mass"]},
+                         stage_perturbation={"prior_blur_mm": 2.0}), runs / "t-net")
+    return runs
+
+
+def _tiny_ct():
+    from tiny_preprocessed import _case
+
+    from kidneytumorseg.predictor import image_from_array
+
+    image, _ = _case(5)
+    return image_from_array(image * 50.0 + 100.0, spacing=(SPACING[2], SPACING[1], SPACING[0]))  # HU, (x, y, z)
+
+
+@pytest.mark.parametrize(("members", "localizer", "refiner_inputs"), [
+    (["kidney", "tumor"], None, {"context_slices": 1}),
+    (["w-net", "t-net"], "kidney", {"median_filter": 3}),
+])
+def test_two_stage_runs_export_reload_and_segment(cascade_runs, tmp_path, members, localizer, refiner_inputs):
+    from kidneytumorseg.predictor import PredictionOptions, Predictor
+
+    package_dir = export_package([cascade_runs / name for name in members], tmp_path / "pkg", name="cascade",
+                                 version="0.1.0", localizer=cascade_runs / localizer if localizer else None,
+                                 checkpoint="latest",
+                                 postprocessing={"max_kidney_components": 2, "remove_masses_not_touching_kidney": True,
+                                                 "min_component_ml": 0.0, "hysteresis": None,
+                                                 "adaptive_threshold": localizer is not None})
+    package = ModelPackage.load(package_dir)
+    stage_one, stage_two = (package.member(name) for name in members)
+    assert stage_one.role == "segmenter" and stage_two.role == "refiner"
+    assert stage_one.inputs.output_labels == (0, 1)
+    for key, value in refiner_inputs.items():
+        assert stage_two.preprocessing[key] == value
+    config = TrainingConfig.load(cascade_runs / members[1])
+    assert stage_two.preprocessing["stage_input"] == config.stage_input
+    x = torch.randn(1, stage_two.network["in_channels"], *stage_two.patch_size)
+    trained = build_network({**json.loads((cascade_runs / members[1] / "run.json").read_text())["network"],
+                             "deep_supervision": False})
+    trained.load_state_dict(load_weights(cascade_runs / members[1] / "checkpoint_latest"))
+    with torch.no_grad():
+        assert torch.equal(build_member(package, stage_two)(x), trained.eval()(x))
+    image = _tiny_ct()
+    result = Predictor(package, PredictionOptions(device="cpu", allow_non_ct=True)).segment(image)
+    labels = result.labels
+    assert (labels.GetSize(), labels.GetSpacing(), labels.GetOrigin()) == (image.GetSize(), image.GetSpacing(),
+                                                                           image.GetOrigin())
+    import SimpleITK as sitk
+
+    assert set(np.unique(sitk.GetArrayFromImage(labels))) <= {0, 1, 2, 3}
+    assert result.members == tuple(members)

@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 from kidneytumorseg.networks import build_network, plan_network
 from kidneytumorseg_training.losses import (
     LOSSES,
+    DecayingDeepSupervisionLoss,
     DeepSupervisionLoss,
     ExpLogLoss,
     RegionLoss,
@@ -199,3 +200,23 @@ def test_build_loss_names_the_valid_losses() -> None:
     with pytest.raises(ValueError, match="dice_ce, exp_log, focal_dice, regions") as error:
         build_loss("dice")
     assert "'dice'" in str(error.value)
+
+
+def test_decaying_deep_supervision_weights_follow_the_schedule():
+    torch.manual_seed(0)
+    outputs = [torch.randn(2, 4, 8, 8, 8), torch.randn(2, 4, 4, 4, 4), torch.randn(2, 4, 2, 2, 2)]
+    target = torch.randint(0, 4, (2, 8, 8, 8))
+    base = LOSSES["dice_ce"]()
+    loss = DecayingDeepSupervisionLoss(base, 3, initial=0.33, factor=0.8, every_epochs=15)
+    single = DeepSupervisionLoss(base, 1)
+    levels = [base(outputs[0], target)] + [
+        base(o, F.interpolate(target[:, None].float(), size=o.shape[2:], mode="nearest-exact")[:, 0].long())
+        for o in outputs[1:]]
+    for epoch, weight in ((0, 0.33), (14, 0.33), (15, 0.33 * 0.8), (31, 0.33 * 0.64)):
+        loss.set_epoch(epoch)
+        assert loss.weights == pytest.approx([1.0, weight, weight])
+        expected = levels[0] + weight * (levels[1] + levels[2])
+        assert float(loss(outputs, target)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(single(outputs[:1], target)) == pytest.approx(float(levels[0]), rel=1e-6)
+    with pytest.raises(ValueError, match="factor"):
+        DecayingDeepSupervisionLoss(base, 3, factor=1.5)

@@ -73,3 +73,17 @@ def test_crop_with_padding_fills_outside():
 def test_batch_indices_continue_where_a_run_stopped():
     assert list(BatchIndices(0, 2, 3)) == [[0, 1, 2], [3, 4, 5]]
     assert list(BatchIndices(5, 1, 2)) == [[10, 11]]
+
+
+def test_hard_case_resampling_centres_that_fraction_on_the_class_and_leaves_other_samples_alone(folder):
+    ids = complete_case_ids(folder)
+    plain = PatchDataset(folder, ids, PATCH, batch_size=2, seed=0)
+    hard = PatchDataset(folder, ids, PATCH, batch_size=2, seed=0, hard_case_class=3, hard_case_fraction=0.4)
+    choices = [hard.choose(i) for i in range(1000)]
+    on_cyst = [c for c in choices if c.foreground_class == 3]
+    assert 0.35 < len(on_cyst) / len(choices) < 0.6  # 0.4 hard + the cysts of ordinary foreground draws
+    assert {c.case_id for c in on_cyst} <= {"case_00001", "case_00003"}  # the cases with a cyst
+    unchanged = [i for i in range(200) if not hard._is_hard(i)]
+    assert len(unchanged) > 80 and all(hard.choose(i) == plain.choose(i) for i in unchanged)
+    with pytest.raises(ValueError, match="hard_case_fraction"):
+        PatchDataset(folder, ids, PATCH, batch_size=2, hard_case_class=3, hard_case_fraction=1.5)

@@ -154,3 +154,31 @@ def test_cli_replans_the_network_with_another_block_and_width(folder, tmp_path):
     network = json.loads((run_dir / "run.json").read_text())["network"]
     assert network["block"] == "residual"
     assert network["features_per_stage"][0] == 6
+
+
+def test_a_run_saved_before_the_member_settings_existed_still_resumes(folder, tmp_path):
+    from dataclasses import fields
+
+    train(_config(folder, epochs=2), tmp_path / "run", stop_after=1)
+    path = tmp_path / "run" / "config.json"
+    data = json.loads(path.read_text())
+    newer = ["label_map", "context_slices", "stage_input", "stage_perturbation", "median_filter", "hard_case_class",
+             "hard_case_fraction", "deep_supervision_decay"]
+    assert set(newer) <= {f.name for f in fields(TrainingConfig)}
+    path.write_text(json.dumps({key: value for key, value in data.items() if key not in newer}))
+    assert train_cli(["train", "--resume", str(tmp_path / "run")]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+
+
+def test_the_deep_supervision_weight_decays_over_the_epochs(folder, tmp_path):
+    from kidneytumorseg_training.trainer import Trainer
+
+    config = _config(folder, epochs=3, iterations_per_epoch=1, val_iterations=1,
+                     deep_supervision_decay={"initial": 0.5, "factor": 0.5, "every_epochs": 1})
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.loss.weights[1:] == [0.5] * (len(trainer.loss.weights) - 1)
+    trainer.fit()
+    assert trainer.loss.weights[0] == 1.0 and trainer.loss.weights[1] == pytest.approx(0.125)
+    with pytest.raises(ValueError, match="deep_supervision_decay"):
+        _config(folder, deep_supervision_decay={"initial": 0.5})

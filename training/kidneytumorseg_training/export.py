@@ -1,4 +1,10 @@
-"""Turn finished runs into one model package (members = runs) that the engine's predictor runs as-is."""
+"""Turn finished runs into one model package (members = runs) that the engine's predictor runs as-is.
+
+A run's role follows from its config: a run with ``stage_input`` is a refiner (stage 2), any other a segmenter;
+the localizer is given apart. Each member carries what the engine needs to rebuild its input and read its
+outputs (docs/cascades.md): ``preprocessing.context_slices`` (2.5D), ``preprocessing.median_filter``,
+``preprocessing.stage_input`` (refiners) and ``inference.output_labels`` (a ``label_map`` run).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kidneytumorseg.class_mapping import output_labels_from_label_map
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.model_package import write_package
 from kidneytumorseg_training.checkpoint import load_weights
@@ -22,8 +29,23 @@ DEFAULT_POSTPROCESSING: dict[str, Any] = {"max_kidney_components": 2, "remove_ma
                                           "min_component_ml": 0.2, "hysteresis": None}
 
 
-def _run_member(run_dir: Path, checkpoint: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(member settings, state_dict)`` of one run: its network, patch size and preprocessing."""
+def _member_preprocessing(config: TrainingConfig, plans: Mapping[str, Any]) -> dict[str, Any]:
+    preprocessing: dict[str, Any] = {"target_spacing": list(plans["target_spacing"]),
+                                     "normalization": dict(plans["normalization"])}
+    if config.context_slices is not None:
+        preprocessing["context_slices"] = int(config.context_slices)
+    median = int(config.median_filter or plans.get("median_filter", 0) or 0)
+    if median:
+        preprocessing["median_filter"] = median
+    if config.stage_input is not None:
+        preprocessing["stage_input"] = dict(config.stage_input)
+    return preprocessing
+
+
+def _run_member(run_dir: Path, checkpoint: str, inference: Mapping[str, Any] | None = None
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(member settings, state_dict)`` of one run: its role, network, patch size, preprocessing and inference
+    (``inference`` with the run's output labels added)."""
     config = TrainingConfig.load(run_dir)
     state = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     plans = load_plans(config.preprocessed)
@@ -33,11 +55,16 @@ def _run_member(run_dir: Path, checkpoint: str) -> tuple[dict[str, Any], dict[st
     network = dict(state.get("network") or config.network or plans["network"])
     network["deep_supervision"] = False
     weights = load_weights(folder)
+    patch = list(state.get("patch_size") or config.patch_size or plans["patch_size"])
+    member_inference = dict(inference if inference is not None else DEFAULT_INFERENCE)
+    if config.label_map is not None:
+        member_inference["output_labels"] = list(output_labels_from_label_map(config.label_map))
     settings = {
+        "role": "refiner" if config.is_refiner else "segmenter",
         "network": network,
-        "patch_size": list(state.get("patch_size") or config.patch_size or plans["patch_size"]),
-        "preprocessing": {"target_spacing": list(plans["target_spacing"]),
-                          "normalization": dict(plans["normalization"])},
+        "patch_size": patch[-2:] if config.context_slices is not None else patch,
+        "preprocessing": _member_preprocessing(config, plans),
+        "inference": member_inference,
     }
     return settings, weights
 
@@ -59,8 +86,10 @@ def export_package(
 ) -> Path:
     """Write ``runs`` (and an optional localizer run) as one package folder; returns the folder.
 
-    The first run's network, patch size and preprocessing become the package defaults; a run that differs
-    carries its own as a member override, so plain and residual members can live in one package.
+    Runs with a ``stage_input`` become refiners (stage 2), the others segmenters; at least one must be a
+    segmenter. The first run's network, patch size and preprocessing become the package defaults; a run that
+    differs carries its own as a member override, so plain and residual members, 2.5D refiners and 3D
+    segmenters can live in one package.
     """
     if not runs:
         raise KidneyTumorSegError("Export needs at least one run folder.")
@@ -69,19 +98,25 @@ def export_package(
     names = list(member_names or [Path(run).name for run in runs])
     if len(names) != len(runs) or len(set(names)) != len(names):
         raise KidneyTumorSegError(f"Member names {names} must be unique, one per run.")
-    loaded = [_run_member(Path(run), checkpoint) for run in runs]
-    defaults = loaded[0][0]
+    package_inference = dict(inference or DEFAULT_INFERENCE)
+    loaded = [_run_member(Path(run), checkpoint, package_inference) for run in runs]
+    if not any(settings["role"] == "segmenter" for settings, _ in loaded):
+        raise KidneyTumorSegError("Every run given is a refiner (it has a stage_input); export the stage-1 run(s) "
+                                  "with them.")
+    defaults = next(settings for settings, _ in loaded if settings["role"] == "segmenter")
+    package_defaults = {**defaults, "inference": package_inference}
     members = []
     for member_name, (settings, weights) in zip(names, loaded, strict=True):
-        info: dict[str, Any] = {"name": member_name, "role": "segmenter"}
-        info.update({key: value for key, value in settings.items() if value != defaults[key]})
+        info: dict[str, Any] = {"name": member_name, "role": settings["role"]}
+        info.update({key: value for key, value in settings.items()
+                     if key != "role" and value != package_defaults[key]})
         members.append((info, weights))
     if localizer is not None:
-        settings, weights = _run_member(Path(localizer), checkpoint)
-        members.append(({"name": "localizer", "role": "localizer", **settings}, weights))
+        settings, weights = _run_member(Path(localizer), checkpoint, package_inference)
+        members.append(({"name": "localizer", **settings, "role": "localizer"}, weights))
     return write_package(
         destination, name=name, version=version, preprocessing=defaults["preprocessing"],
         network=defaults["network"], patch_size=defaults["patch_size"],
-        inference=dict(inference or DEFAULT_INFERENCE), postprocessing=dict(postprocessing or DEFAULT_POSTPROCESSING),
+        inference=package_inference, postprocessing=dict(postprocessing or DEFAULT_POSTPROCESSING),
         members=members, provenance=dict(provenance or {}), description=description, overwrite=overwrite,
     )

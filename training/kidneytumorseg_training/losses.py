@@ -8,6 +8,8 @@
   tumor network; the paper gives no weights, so they default to Zhao & Zeng's).
 - :class:`RegionLoss`: region-based training on the KiTS regions with sigmoid outputs: BCE + soft Dice.
 - :class:`DeepSupervisionLoss`: wraps any of them for a list of outputs, full resolution first.
+- :class:`DecayingDeepSupervisionLoss`: the same with auxiliary weights that decay over the epochs (the KiTS19
+  two-stage kidney network: 0.33, times 0.8 every 15 epochs).
 
 Every loss takes integer labels, so :class:`DeepSupervisionLoss` can downsample the target once for any of them.
 """
@@ -245,6 +247,35 @@ class DeepSupervisionLoss(nn.Module):
                                              mode="nearest-exact")[:, 0].to(target.dtype)
             total = total + weight * self.base_loss(output, level_target)
         return total
+
+
+def decayed_auxiliary_weight(epoch: int, initial: float, factor: float, every_epochs: int) -> float:
+    """``initial * factor ** (epoch // every_epochs)`` (epochs counted from 0)."""
+    return float(initial) * float(factor) ** (int(epoch) // int(every_epochs))
+
+
+class DecayingDeepSupervisionLoss(DeepSupervisionLoss):
+    """Deep supervision with weight 1 on the full-resolution output and ``w(epoch)`` on every other level,
+    ``w(epoch) = initial * factor ** (epoch // every_epochs)``: ``L = L_0 + w * sum_{i >= 1} L_i``.
+
+    The KiTS19 two-stage paper (seed 002) gives the schedule (p = 0.33 at first, reduced to 80 % every 15
+    epochs) but its formula did not survive extraction; this is the deeply-supervised-net form (auxiliary
+    losses added with a decaying weight, the main loss at weight 1, not renormalised). Call
+    :meth:`set_epoch` at the start of every epoch (the trainer does).
+    """
+
+    def __init__(self, base_loss: nn.Module, num_levels: int, initial: float = 0.33, factor: float = 0.8,
+                 every_epochs: int = 15) -> None:
+        super().__init__(base_loss, num_levels)
+        if initial < 0 or not 0 < factor <= 1 or int(every_epochs) < 1:
+            raise ValueError(f"decaying deep supervision needs initial >= 0, 0 < factor <= 1, every_epochs >= 1; "
+                             f"got {initial}, {factor}, {every_epochs}")
+        self.initial, self.factor, self.every_epochs = float(initial), float(factor), int(every_epochs)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        weight = decayed_auxiliary_weight(epoch, self.initial, self.factor, self.every_epochs)
+        self.weights = [1.0] + [weight] * (self.num_levels - 1)
 
 
 LOSSES: dict[str, type[nn.Module]] = {

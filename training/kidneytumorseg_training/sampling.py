@@ -9,6 +9,11 @@ Oversampling: in every batch of ``B`` patches the first ``ceil(B * foreground_fr
 foreground voxel (the rest anywhere). The class is drawn uniformly among the classes the case contains, not
 by voxel count, so small tumors and cysts are sampled as often as kidneys (nnU-Net draws classes the same
 way).
+
+Hard-case resampling (KiTS19 two-stage, seed 002, "resampling the difficult samples", there cysts that look
+like tumors): with ``hard_case_class`` c and ``hard_case_fraction`` f, each sample is, with probability f (drawn
+from its own generator, so the other samples stay exactly as without it), centred on a voxel of class c of
+a case chosen among the cases that contain c.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from kidneytumorseg_training.preprocessing import case_files, is_case_complete
 
 LOGGER = logging.getLogger(__name__)
 FOREGROUND_CLASSES: tuple[int, ...] = (1, 2, 3)
+_HARD_CASE_STREAM = 104729  # a fourth seed word: the hard-case draw has a generator of its own
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,8 @@ class PatchDataset(torch.utils.data.Dataset):
 
     def __init__(self, folder: str | Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
                  *, seed: int = 0, rank: int = 0, foreground_fraction: float = 1 / 3,
-                 augment: Any = None, length: int = 10**9) -> None:
+                 augment: Any = None, length: int = 10**9, hard_case_class: int | None = None,
+                 hard_case_fraction: float = 0.0) -> None:
         if not case_ids:
             raise KidneyTumorSegError(f"No training cases to sample from in {folder}; preprocess a dataset first.")
         if not 0.0 <= foreground_fraction <= 1.0:
@@ -126,18 +133,37 @@ class PatchDataset(torch.utils.data.Dataset):
         self._shapes = {case.case_id: json.loads(case_files(self.folder, case.case_id)["record"].read_text())["shape"]
                         for case in self.cases}
         self._fills: dict[str, float] = {}
+        if not 0.0 <= hard_case_fraction <= 1.0:
+            raise ValueError(f"hard_case_fraction must be in [0, 1], got {hard_case_fraction}.")
+        self.hard_case_class, self.hard_case_fraction = hard_case_class, float(hard_case_fraction)
+        self._hard_cases = [case for case in self.cases if hard_case_class in case.classes] \
+            if hard_case_class is not None and hard_case_fraction > 0 else []
+        if hard_case_class is not None and hard_case_fraction > 0 and not self._hard_cases:
+            LOGGER.warning("No case in %s holds class %s: hard-case resampling does nothing.", folder, hard_case_class)
 
     def __len__(self) -> int:
         return self.length
 
+    def _is_hard(self, index: int) -> bool:
+        if not self._hard_cases:
+            return False
+        return bool(np.random.default_rng([self.seed, self.rank, int(index), _HARD_CASE_STREAM]).random()
+                    < self.hard_case_fraction)
+
     def choose(self, index: int) -> PatchChoice:
         """The deterministic choice of sample ``index``."""
         rng = np.random.default_rng([self.seed, self.rank, int(index)])
-        case = self.cases[int(rng.integers(len(self.cases)))]
+        hard = self._is_hard(index)
+        pool = self._hard_cases if hard else self.cases
+        case = pool[int(rng.integers(len(pool)))]
         shape = self._shapes[case.case_id]
         foreground = (index % self.batch_size) < self.foreground_per_batch and case.classes
         chosen_class = None
-        if foreground:
+        if hard:
+            chosen_class = int(self.hard_case_class)  # type: ignore[arg-type]
+            voxels = case.locations[chosen_class]
+            centre = voxels[int(rng.integers(len(voxels)))]
+        elif foreground:
             chosen_class = int(case.classes[int(rng.integers(len(case.classes)))])
             voxels = case.locations[chosen_class]
             centre = voxels[int(rng.integers(len(voxels)))]

@@ -24,14 +24,16 @@ import numpy as np
 import torch
 
 from kidneytumorseg.atomic import write_text_atomic
+from kidneytumorseg.class_mapping import output_labels_from_label_map
 from kidneytumorseg.device import select_device
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
 from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
 from kidneytumorseg_training.planning import load_plans
-from kidneytumorseg_training.sampling import BatchIndices, PatchDataset
+from kidneytumorseg_training.sampling import BatchIndices
 from kidneytumorseg_training.training_config import TrainingConfig
 
 LOGGER = logging.getLogger(__name__)
@@ -49,8 +51,9 @@ class TrainingResult:
 
 
 def network_config(config: TrainingConfig, plans: dict[str, Any]) -> dict[str, Any]:
-    """The network the run trains: the config's override, else the plan's, with deep supervision set."""
-    network = dict(config.network or plans["network"])
+    """The network the run trains: the config's override, else the plan's, with deep supervision set and the
+    input channels and classes the member's settings imply (2.5D, stage input, label map)."""
+    network = member_network(config, config.network or plans["network"])
     network["deep_supervision"] = bool(config.deep_supervision)
     return network
 
@@ -98,9 +101,11 @@ class Plateau:
 
 
 def _loss_function(config: TrainingConfig, num_outputs: int) -> Callable:
-    from kidneytumorseg_training.losses import DeepSupervisionLoss, build_loss
+    from kidneytumorseg_training.losses import DecayingDeepSupervisionLoss, DeepSupervisionLoss, build_loss
 
     base = build_loss(config.loss, **config.loss_options)
+    if num_outputs > 1 and config.deep_supervision_decay is not None:
+        return DecayingDeepSupervisionLoss(base, num_outputs, **config.deep_supervision_decay)
     return DeepSupervisionLoss(base, num_outputs) if num_outputs > 1 else base
 
 
@@ -142,7 +147,7 @@ class Trainer:
         threads = config.threads or max(1, (os.cpu_count() or 1) // self.context.world_size)
         torch.set_num_threads(threads)
         self.plans = load_plans(config.preprocessed)
-        self.patch_size = list(config.patch_size or self.plans["patch_size"])
+        self.patch_size = member_patch_size(config, self.plans)
         self.batch_size = int(config.batch_size or self.plans.get("batch_size", 2))
         self.precision = _precision(config, self.device)
         torch.manual_seed(config.seed)
@@ -161,15 +166,19 @@ class Trainer:
         self.trained = self.context.wrap(self.model)
         self.loss = _loss_function(config, self._num_outputs())
         spacing = self.plans["target_spacing"]
-        anisotropic = max(spacing) / min(spacing) > 3.0 or self.patch_size[0] * 2 < max(self.patch_size)
-        folder = config.preprocessed
-        self.train_data = PatchDataset(folder, config.train_ids, self.patch_size, self.batch_size, seed=config.seed,
-                                       rank=self.context.rank, foreground_fraction=config.foreground_fraction,
-                                       augment=_augmenter(config, anisotropic))
+        anisotropic = max(spacing) / min(spacing) > 3.0 or self.patch_size[0] * 2 < max(self.patch_size) \
+            or config.context_slices is not None  # 2.5D slabs are thin: in-plane rotation and scaling only
+        self.train_data = patch_dataset(config, self.plans, config.train_ids, self.patch_size, self.batch_size,
+                                        seed=config.seed, rank=self.context.rank,
+                                        foreground_fraction=config.foreground_fraction,
+                                        augment=_augmenter(config, anisotropic))
         self.val_data = None
         if config.val_ids:
-            self.val_data = PatchDataset(folder, config.val_ids, self.patch_size, self.batch_size,
-                                         seed=config.seed + 1, rank=self.context.rank, foreground_fraction=0.5)
+            self.val_data = patch_dataset(config, self.plans, config.val_ids, self.patch_size, self.batch_size,
+                                          seed=config.seed + 1, rank=self.context.rank, foreground_fraction=0.5,
+                                          hard_case_fraction=0.0)
+        self.class_labels = output_labels_from_label_map(config.label_map) if config.label_map else \
+            tuple(range(self.classes))
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -248,7 +257,7 @@ class Trainer:
         confusion = self.context.all_reduce(confusion)
         dice: dict[str, float | None] = {}
         for index, (tp, fp, fn) in enumerate(confusion.tolist()):
-            name = LABEL_NAMES.get(index + 1, f"class_{index + 1}")
+            name = LABEL_NAMES.get(self.class_labels[index + 1], f"class_{index + 1}")
             dice[name] = None if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
         return float(totals[0] / max(totals[1], 1)), dice
 
@@ -268,6 +277,8 @@ class Trainer:
         self.model.train()
         for epoch in range(self.start_epoch, last):
             lr = self._set_lr(epoch)
+            if hasattr(self.loss, "set_epoch"):
+                self.loss.set_epoch(epoch)
             started, waited, losses = time.perf_counter(), 0.0, []
             for _ in range(config.iterations_per_epoch):
                 before = time.perf_counter()

@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from kidneytumorseg.atomic import write_text_atomic
+from kidneytumorseg.class_mapping import validate_label_map
+from kidneytumorseg.denoising import check_median_size
+from kidneytumorseg.stage_inputs import StageInputSpec
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 CONFIG_NAME = "config.json"
 # Settings that may differ when a run is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"num_workers", "device", "threads", "epochs", "progress"})
+DEEP_SUPERVISION_DECAY_KEYS: tuple[str, ...] = ("initial", "factor", "every_epochs")
 
 
 @dataclass
@@ -52,8 +56,19 @@ class TrainingConfig:
     initial_weights: str | None = None  # .safetensors or checkpoint folder (fine-tuning)
     name: str = "run"
     progress: bool = True
+    # Members other than plain 3D segmenters (docs/cascades.md). All off by default, so a config.json written
+    # before these existed loads and resumes unchanged.
+    label_map: list[int] | None = None  # class of KiTS labels 0..3, e.g. [0, 1, 1, 1]; None: the 4 labels
+    context_slices: int | None = None  # 2.5D: k neighbours per side as channels; 2D network, patch [P, L]
+    stage_input: dict[str, Any] | None = None  # a refiner (stage 2): kidneytumorseg.stage_inputs.StageInputSpec
+    stage_perturbation: dict[str, Any] | None = None  # how the reference stage-1 region is perturbed; None: defaults
+    median_filter: int = 0  # 0 or odd >= 3: median denoising of the input patch (kidneytumorseg.denoising)
+    hard_case_class: int | None = None  # oversample patches centred on this label (e.g. 3, cyst)
+    hard_case_fraction: float = 0.0  # fraction of all patches centred on hard_case_class
+    deep_supervision_decay: dict[str, Any] | None = None  # {"initial": 0.33, "factor": 0.8, "every_epochs": 15}
 
     def __post_init__(self) -> None:
+        self._check_member_settings()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
         if self.precision not in PRECISIONS:
@@ -67,6 +82,40 @@ class TrainingConfig:
         if overlap:
             raise ValueError(f"Cases {overlap[:5]} are in both the training and the validation set; a validation "
                              f"score on training cases would be meaningless.")
+
+    def _check_member_settings(self) -> None:
+        if self.label_map is not None:
+            self.label_map = list(validate_label_map(self.label_map))
+        context = self.context_slices
+        if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 0):
+            raise ValueError(f"context_slices must be null (3D) or a whole number >= 0, got {context!r}.")
+        if self.stage_input is not None:
+            self.stage_input = StageInputSpec.from_dict(self.stage_input).to_dict()
+        if self.stage_perturbation is not None:
+            from kidneytumorseg_training.stage_perturbation import StagePerturbation
+
+            self.stage_perturbation = StagePerturbation.from_dict(self.stage_perturbation).to_dict()
+        self.median_filter = check_median_size(self.median_filter)
+        if self.hard_case_class is not None and self.hard_case_class not in (1, 2, 3):
+            raise ValueError(f"hard_case_class must be a KiTS label 1, 2 or 3 (3 = cyst), "
+                             f"got {self.hard_case_class!r}.")
+        if not 0.0 <= float(self.hard_case_fraction) <= 1.0:
+            raise ValueError(f"hard_case_fraction must be in [0, 1], got {self.hard_case_fraction}.")
+        if self.hard_case_fraction and self.hard_case_class is None:
+            raise ValueError("hard_case_fraction is set but hard_case_class is not; name the class to oversample.")
+        decay = self.deep_supervision_decay
+        if decay is not None:
+            if not isinstance(decay, dict) or set(decay) != set(DEEP_SUPERVISION_DECAY_KEYS):
+                raise ValueError(f"deep_supervision_decay must be {{'initial': w, 'factor': f, 'every_epochs': n}}, "
+                                 f"got {decay!r}.")
+            if not (decay["initial"] >= 0 and 0 < decay["factor"] <= 1 and int(decay["every_epochs"]) >= 1):
+                raise ValueError(f"deep_supervision_decay needs initial >= 0, 0 < factor <= 1 and every_epochs >= 1, "
+                                 f"got {decay}.")
+
+    @property
+    def is_refiner(self) -> bool:
+        """A second-stage member (its input is built from the image and the stage-1 region)."""
+        return self.stage_input is not None
 
     @property
     def lr(self) -> float:

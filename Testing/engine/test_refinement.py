@@ -1,0 +1,155 @@
+"""Two-stage models: stage-1 kidney region, stage-2 refiners inside it, label combination, and whole packages
+(KiTS19 two-stage, TuNet) segmenting through the predictor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from cascade_packages import tunet_package, two_stage_package
+
+from kidneytumorseg.adaptive_threshold import whole_region
+from kidneytumorseg.geometry import image_from_lps, to_lps
+from kidneytumorseg.member_runner import PredictorSettings, Progress, span
+from kidneytumorseg.model_package import ModelPackage
+from kidneytumorseg.postprocessing import PostprocessingSettings
+from kidneytumorseg.predictor import PredictionOptions, Predictor
+from kidneytumorseg.predictor_core import stage_one_probabilities
+from kidneytumorseg.refinement import RefinementSettings, combine_stages, predict_two_stage, stage_one_region
+from kidneytumorseg.stage_inputs import StageInputSpec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+SHAPE = (20, 40, 40)
+SPACING = (2.0, 1.0, 1.0)
+IDENTITY_HU = {"scheme": "clip_zscore", "clip": [-1000, 1000], "mean": 0.0, "std": 100.0}  # x / 100
+KIDNEY = (slice(6, 14), slice(10, 26), slice(4, 16))
+TUMOR = (slice(8, 12), slice(14, 20), slice(6, 12))
+SPOT = (slice(8, 11), slice(30, 33), slice(30, 33))  # bright, small, far from the kidney
+
+
+class _BrightIsKidney(torch.nn.Module):
+    """Stage 1, two classes (output_labels [0, 1]): kidney region where the intensity is above 75 HU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x), 10.0 * (x - 0.75)], dim=1)
+
+
+class _VeryBrightIsTumor(torch.nn.Module):
+    """2.5D refiner (k = 1, classes no-mass / tumor / cyst): tumor where the centre slice is above 300 HU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        centre = x[:, 1:2]
+        return torch.cat([torch.zeros_like(centre), 10.0 * (centre - 3.0), torch.full_like(centre, -20.0)], dim=1)
+
+
+def _ct() -> np.ndarray:
+    volume = np.full(SHAPE, -80.0, dtype=np.float32)
+    volume[KIDNEY] = 160.0
+    volume[TUMOR] = 450.0
+    volume[SPOT] = 450.0
+    return volume
+
+
+def _settings(**changes) -> PredictorSettings:
+    return PredictorSettings(**{"target_spacing": SPACING, "patch_size": (8, 16, 16), "normalization": IDENTITY_HU,
+                                "device": "cpu", **changes})
+
+
+def _refinement(max_components: int | None = 1) -> RefinementSettings:
+    refiner = _settings(patch_size=(16, 16), context_slices=1, output_labels=(0, 2, 3))
+    return RefinementSettings(refiner, StageInputSpec(mask_dilation_mm=2.0, crop_margin_mm=4.0), max_components)
+
+
+def test_tumor_is_found_by_stage_two_inside_the_stage_one_region_only():
+    prediction = predict_two_stage(_ct(), SPACING, [_BrightIsKidney()], _settings(output_labels=(0, 1)),
+                                   [_VeryBrightIsTumor()], _refinement())
+    expected = np.zeros(SHAPE, np.uint8)
+    expected[KIDNEY] = 1
+    expected[TUMOR] = 2
+    np.testing.assert_array_equal(prediction.labels, expected)  # the spot: outside the kept region, not tumor
+    p = prediction.probabilities
+    assert p.shape == (4, *SHAPE)
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+    assert p[2][TUMOR].min() > 0.9 and p[2][SPOT].max() < 1e-3
+
+
+def test_with_every_component_kept_the_spot_is_refined_too_and_postprocessing_applies():
+    prediction = predict_two_stage(_ct(), SPACING, [_BrightIsKidney()], _settings(output_labels=(0, 1)),
+                                   [_VeryBrightIsTumor()], _refinement(None))
+    assert (prediction.labels[SPOT] == 2).all()
+    rules = PostprocessingSettings(max_kidney_components=None, remove_masses_not_touching_kidney=False,
+                                   max_tumor_components=1)
+    kept = predict_two_stage(_ct(), SPACING, [_BrightIsKidney()], _settings(output_labels=(0, 1)),
+                             [_VeryBrightIsTumor()], _refinement(None), rules)
+    assert (kept.labels[TUMOR] == 2).all() and (kept.labels[SPOT] == 1).all()
+
+
+def test_no_stage_one_kidney_means_no_refinement_and_background_labels():
+    empty = np.full(SHAPE, -80.0, dtype=np.float32)
+    calls = []
+
+    class Counting(_VeryBrightIsTumor):
+        def forward(self, x):
+            calls.append(1)
+            return super().forward(x)
+
+    prediction = predict_two_stage(empty, SPACING, [_BrightIsKidney()], _settings(output_labels=(0, 1)),
+                                   [Counting()], _refinement())
+    assert not prediction.labels.any() and not calls
+
+
+def test_combination_rule():
+    stage_one = np.array([[0.9, 0.2, 0.2, 0.2], [0.1, 0.8, 0.8, 0.8], [0, 0, 0, 0], [0, 0, 0, 0]], np.float32)
+    conditional = np.array([[1, 0.6, 0.1, 0.1], [0, 0, 0, 0], [0, 0.3, 0.8, 0.2], [0, 0.1, 0.1, 0.7]], np.float32)
+    region = stage_one_region(stage_one[:, None, None, :], None)[0, 0]
+    np.testing.assert_array_equal(region, [False, True, True, True])
+    labels, probabilities = combine_stages(stage_one, conditional, region)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 3])
+    np.testing.assert_allclose(probabilities[:, 2], [0.2, 0.08, 0.64, 0.08], atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def small_ct(sample_ct) -> sitk.Image:
+    """The sample CT at 6 mm: the random-weight packages run on it in about a second."""
+    size = [int(round(n * s / 6.0)) for n, s in zip(sample_ct.GetSize(), sample_ct.GetSpacing(), strict=True)]
+    return sitk.Resample(sample_ct, size, sitk.Transform(), sitk.sitkLinear, sample_ct.GetOrigin(), (6.0, 6.0, 6.0),
+                         sample_ct.GetDirection(), -1000.0, sample_ct.GetPixelID())
+
+
+@pytest.mark.parametrize("make", [two_stage_package, tunet_package])
+def test_two_stage_packages_segment_on_the_input_grid_with_masses_inside_the_kidney_region(make, small_ct,
+                                                                                          tmp_path):
+    package = ModelPackage.load(make(tmp_path / "pkg", stage_one_bias=0.5))
+    predictor = Predictor(package, PredictionOptions(device="cpu"))
+    assert [m.name for m in package.refiners] == [s.name for s in predictor.refiner_specs]
+    result = predictor.segment(small_ct)
+    labels = result.labels
+    assert (labels.GetSize(), labels.GetSpacing(), labels.GetOrigin(), labels.GetDirection()) == (
+        small_ct.GetSize(), small_ct.GetSpacing(), small_ct.GetOrigin(), small_ct.GetDirection())
+    values = sitk.GetArrayFromImage(labels)
+    assert set(np.unique(values)) <= {0, 1, 2, 3}
+    volume, spacing, orientation = to_lps(small_ct)
+    stage_one, _ = stage_one_probabilities(volume.astype(np.float32), spacing, predictor.members, predictor.settings,
+                                           predictor.localizer, predictor.cascade, span(Progress(None), 0, 1), None)
+    region = stage_one_region(stage_one, package.postprocessing.get("max_kidney_components"))
+    assert 0 < region.mean() < 1, "the random stage 1 should give a partial kidney region"
+    if predictor.postprocessing.adaptive_threshold is not None:  # TuNet's Algorithm 1 grows the region first
+        region = whole_region(1.0 - stage_one[0], predictor.postprocessing.adaptive_threshold)
+    region_image = sitk.GetArrayFromImage(image_from_lps(region.astype(np.uint8), orientation)).astype(bool)
+    assert values[region_image].any() and not (values[~region_image] > 1).any()
+    assert result.members == tuple(m.name for m in package.segmenters + package.refiners)
+    assert result.volumes_ml["tumor"] == pytest.approx((values == 2).sum() * 6.0**3 / 1000, abs=1e-2)
+
+
+def test_fast_quality_and_member_choice_in_two_stage_packages(tmp_path):
+    package = ModelPackage.load(two_stage_package(tmp_path / "pkg"))
+    fast = Predictor(package, PredictionOptions(device="cpu", quality="fast"))
+    assert [s.name for s in fast.refiner_specs] == ["tumor"] and fast.refinement.stage_input.mask_image
+    assert fast.refinement.predictor.context_slices == 1 and fast.refinement.predictor.output_labels == (0, 2, 3)
+    assert fast.settings.output_labels == (0, 1)
+    named = Predictor(package, PredictionOptions(device="cpu", members=("kidney",)))
+    assert [s.name for s in named.refiner_specs] == ["tumor"]
+    with pytest.raises(Exception, match="names no segmenter"):
+        Predictor(package, PredictionOptions(device="cpu", members=("tumor",)))
