@@ -38,6 +38,8 @@ BUDGETS: dict[str, dict[str, int]] = {
     "gpu-8gb": {"voxels": 128**3, "base_features": 32, "batch_size": 2},
     "gpu-24gb": {"voxels": int(1.5 * 128**3), "base_features": 32, "batch_size": 2},
 }
+# Optional key "label_interpolation": "linear" (default: one-hot, linear, argmax) or "nearest".
+LABEL_INTERPOLATIONS = ("linear", "nearest")
 REQUIRED_KEYS = ("format_version", "name", "dataset", "budget", "target_spacing", "normalization",
                  "image_interpolation", "patch_size", "batch_size", "network", "num_classes", "fingerprint")
 
@@ -114,7 +116,7 @@ def compute_fingerprint(cases: Sequence[TrainingCase], jobs: int = 2, progress: 
     }
 
 
-def _target_spacing(fingerprint: Mapping[str, Any]) -> list[float]:
+def planned_target_spacing(fingerprint: Mapping[str, Any]) -> list[float]:
     """Median spacing; for anisotropic data (coarsest axis > 3x the finest) the coarsest axis takes the 10th
     percentile of its spacings, but no finer than the other axes."""
     spacings = np.asarray(fingerprint["spacings"], dtype=float)
@@ -124,6 +126,16 @@ def _target_spacing(fingerprint: Mapping[str, Any]) -> list[float]:
         others = max(target[a] for a in range(3) if a != worst)
         target[worst] = max(float(np.percentile(spacings[:, worst], 10)), others)
     return [float(v) for v in target]
+
+
+def foreground_normalization(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """nnU-Net's CT scheme: clip to the training foreground's 0.5 / 99.5 percentiles, then z-score with its mean
+    and standard deviation (``clip_zscore``)."""
+    stats = fingerprint["foreground_intensity"]
+    return validate_normalization({
+        "scheme": "clip_zscore", "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
+        "mean": stats["mean"], "std": max(float(stats["std"]), 1e-8),
+    })
 
 
 def _median_shape_at(fingerprint: Mapping[str, Any], target_spacing: Sequence[float]) -> np.ndarray:
@@ -169,7 +181,7 @@ def plan_experiment(
     if budget not in BUDGETS:
         raise ValueError(f"Unknown budget {budget!r}; use one of {sorted(BUDGETS)}.")
     settings = BUDGETS[budget]
-    spacing = _target_spacing(fingerprint) if target_spacing is None else [float(s) for s in target_spacing]
+    spacing = planned_target_spacing(fingerprint) if target_spacing is None else [float(s) for s in target_spacing]
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise ValueError(f"target_spacing must be 3 positive numbers [si, ap, lr] in mm, got {target_spacing!r}.")
     features = settings["base_features"] if base_features is None else int(base_features)
@@ -185,11 +197,7 @@ def plan_experiment(
     except ValueError as error:
         raise ValueError(f"Cannot plan a network for patch {patch} at spacing {spacing}: {error} Give patch_size "
                          f"(or a finer target_spacing) explicitly.") from error
-    stats = fingerprint["foreground_intensity"]
-    normalization = validate_normalization({
-        "scheme": "clip_zscore", "clip": [stats["percentile_00_5"], stats["percentile_99_5"]],
-        "mean": stats["mean"], "std": max(float(stats["std"]), 1e-8),
-    })
+    normalization = foreground_normalization(fingerprint)
     plans = {
         "format_version": FORMAT_VERSION, "name": name, "dataset": str(fingerprint.get("dataset", "")),
         "budget": budget, "target_spacing": spacing, "normalization": normalization,
@@ -231,6 +239,9 @@ def validate_plans(plans: Mapping[str, Any], check_network: bool = True) -> dict
     if plans["image_interpolation"] not in INTERPOLATORS:
         raise PlansError(f"plans.json: image_interpolation must be one of {sorted(INTERPOLATORS)}, got "
                          f"{plans['image_interpolation']!r}.")
+    if plans.get("label_interpolation", "linear") not in LABEL_INTERPOLATIONS:
+        raise PlansError(f"plans.json: label_interpolation must be one of {list(LABEL_INTERPOLATIONS)}, got "
+                         f"{plans['label_interpolation']!r}.")
     batch = plans["batch_size"]
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise PlansError(f"plans.json: batch_size must be an integer >= 1, got {batch!r}.")

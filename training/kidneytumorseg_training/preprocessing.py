@@ -1,5 +1,9 @@
 """Preprocess training cases as the predictor will see them: LPS, cropped to the body, normalised, resampled.
 
+A per-case normalisation (``percentile_zscore``) is measured on the whole image, as the predictor measures it, and
+applied to the body crop. Labels are resampled one-hot, linearly, then argmax, or by nearest neighbour when the plan
+says ``"label_interpolation": "nearest"``.
+
 Per case, in a folder holding ``plans.json`` (docs/training-contracts.md): ``<id>.image.npy`` (float32),
 ``<id>.label.npy`` (uint8), ``<id>.locations.npz`` (int32 voxel indices per class) and ``<id>.json``, written
 last: its presence marks a complete case, so an interrupted run resumes where it stopped.
@@ -29,7 +33,7 @@ from kidneytumorseg.atomic import atomic_path, write_text_atomic
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.geometry import resample_array, resample_to_shape, to_lps
 from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
-from kidneytumorseg.normalization import normalize
+from kidneytumorseg.normalization import normalize, resolve_normalization
 from kidneytumorseg_training.datasets import DatasetError, TrainingCase, body_box, load_case
 from kidneytumorseg_training.planning import PLANS_NAME, PlansError, load_plans, save_plans, validate_plans
 
@@ -124,9 +128,15 @@ def preprocess_case(case: TrainingCase, plans: Mapping[str, Any], out_dir: str |
         box = body_box(image_lps, label_lps)
         region = tuple(slice(start, stop) for start, stop in box)
         target = plans["target_spacing"]
-        data = resample_array(normalize(image_lps[region], plans["normalization"]), spacing, target,
+        # A per-case scheme is measured on the whole image, as the predictor measures it, not on the body crop.
+        normalization = resolve_normalization(image_lps, plans["normalization"])
+        data = resample_array(normalize(image_lps[region], normalization), spacing, target,
                               plans["image_interpolation"])
-        labels = _resample_label(label_lps[region], spacing, data.shape, target)
+        if plans.get("label_interpolation", "linear") == "nearest":
+            labels = np.rint(resample_to_shape(label_lps[region].astype(np.float32), spacing, data.shape, target,
+                                               "nearest")).astype(np.uint8)
+        else:
+            labels = _resample_label(label_lps[region], spacing, data.shape, target)
         class_voxels = {str(value): int(np.count_nonzero(labels == value)) for value in CLASSES}
         if class_voxels[str(KIDNEY)] == 0:
             raise DatasetError(f"Case {case.case_id}: no kidney voxel is left at spacing {target}; the kidney is too "
@@ -139,7 +149,8 @@ def preprocess_case(case: TrainingCase, plans: Mapping[str, Any], out_dir: str |
             "source_label": str(case.label), "original_spacing": [float(s) for s in spacing],
             "original_shape": [int(n) for n in image_lps.shape], "crop_box": box,
             "shape": [int(n) for n in data.shape], "spacing": [float(s) for s in target],
-            "class_voxels": class_voxels, "seconds": round(time.perf_counter() - started, 2),
+            "class_voxels": class_voxels, "normalization": normalization,
+            "seconds": round(time.perf_counter() - started, 2),
         }
         write_text_atomic(files["record"], json.dumps(record, indent=2))
     except BaseException:

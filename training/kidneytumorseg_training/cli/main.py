@@ -15,10 +15,10 @@ from pathlib import Path
 
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.image_io import read_image, read_label_map, write_image_atomic
-from kidneytumorseg_training.cli import export, finetune, prepare, train
+from kidneytumorseg_training.cli import export, finetune, prepare, recipe, train
 
 # Subcommand modules with ``add_parser(subparsers)`` setting ``handler`` (the engine CLI's pattern).
-PIPELINE_MODULES = (prepare, train, export, finetune)
+PIPELINE_MODULES = (prepare, train, export, finetune, recipe)
 
 logger = logging.getLogger("kidneytumorseg_training")
 
