@@ -35,6 +35,8 @@ LOGGER = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST_NAME = "model.json"
 ROLES = ("segmenter", "localizer", "refiner")  # refiner: stage 2 (kidneytumorseg.refinement)
+# preprocessing.image_interpolation: how the predictor resamples the image (kidneytumorseg.geometry.INTERPOLATORS)
+IMAGE_INTERPOLATIONS = ("linear", "bspline", "nearest")
 _OVERRIDE_KINDS = {**dict.fromkeys(("network", "preprocessing", "inference"), "an object"), "patch_size": "a list"}
 _CHUNK_BYTES = 2**20
 _VERSION = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
@@ -165,6 +167,10 @@ def _check_preprocessing(value: dict[str, Any], key: str, where: Path) -> None:
         raise _bad(where, f"{key}.target_spacing", "3 positive numbers (mm) in array order [si, ap, lr]", spacing)
     normalization = _get(value, "normalization", "an object", where, f"{key}.")
     _get(normalization, "scheme", "a string", where, f"{key}.normalization.")
+    interpolation = value.get("image_interpolation", "linear")
+    if interpolation not in IMAGE_INTERPOLATIONS:
+        raise _bad(where, f"{key}.image_interpolation", f"one of {list(IMAGE_INTERPOLATIONS)} (default linear)",
+                   interpolation)
 
 
 def _parse_labels(labels: dict[str, Any], where: Path) -> dict[int, tuple[str, tuple[float, float, float]]]:

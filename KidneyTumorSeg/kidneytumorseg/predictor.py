@@ -78,7 +78,7 @@ class SegmentationResult:
 
 def settings_for(member: MemberSpec, **overrides: Any) -> PredictorSettings:
     """Predictor settings of a member (its effective preprocessing, patch size and inference, its 2.5D
-    context, median filter and output labels)."""
+    context, median filter, image interpolation and output labels)."""
     inference = {key: member.inference[key] for key in ("tile_overlap", "mirror_axes", "gaussian_sigma_scale")
                  if key in member.inference}
     inference.update({key: value for key, value in overrides.items() if value is not None})
@@ -88,6 +88,7 @@ def settings_for(member: MemberSpec, **overrides: Any) -> PredictorSettings:
     return PredictorSettings(
         target_spacing=member.preprocessing["target_spacing"], patch_size=member.patch_size,
         normalization=member.preprocessing["normalization"], context_slices=inputs.context_slices,
+        image_interpolation=member.preprocessing.get("image_interpolation", "linear"),
         median_filter=inputs.median_filter, output_labels=inputs.output_labels, **inference,
     )
 

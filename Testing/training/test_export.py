@@ -155,3 +155,42 @@ def test_two_stage_runs_export_reload_and_segment(cascade_runs, tmp_path, member
 
     assert set(np.unique(sitk.GetArrayFromImage(labels))) <= {0, 1, 2, 3}
     assert result.members == tuple(members)
+
+
+def test_spline_image_interpolation_travels_to_the_predictor(runs, tmp_path):
+    """A run preprocessed with a B-spline exports ``preprocessing.image_interpolation`` and the engine's predictor
+    resamples the image with it (a linear run writes nothing and stays linear)."""
+    import shutil
+
+    from kidneytumorseg.geometry import resample_array
+    from kidneytumorseg.member_runner import prepare_input
+    from kidneytumorseg.model_package import ModelPackageError
+    from kidneytumorseg.normalization import normalize
+    from kidneytumorseg.predictor import settings_for
+
+    pre = tmp_path / "pre"
+    shutil.copytree(runs / "pre", pre)
+    plans = json.loads((pre / "plans.json").read_text())
+    (pre / "plans.json").write_text(json.dumps({**plans, "image_interpolation": "bspline"}))
+    run = tmp_path / "spline"
+    shutil.copytree(runs / "plain", run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "preprocessed": str(pre)}))
+    spline = ModelPackage.load(export_package([run], tmp_path / "pkg", name="s", version="1.0.0"))
+    linear = ModelPackage.load(export_package([runs / "plain"], tmp_path / "lin", name="l", version="1.0.0"))
+    assert spline.manifest["preprocessing"]["image_interpolation"] == "bspline"
+    assert "image_interpolation" not in linear.manifest["preprocessing"]
+    settings = settings_for(spline.segmenters[0])
+    assert settings.image_interpolation == "bspline"
+    assert settings_for(linear.segmenters[0]).image_interpolation == "linear"
+    volume = np.random.default_rng(0).normal(100.0, 50.0, (9, 13, 11)).astype(np.float32)
+    spacing = [s / 1.7 for s in SPACING]
+    got = prepare_input(volume, spacing, settings)
+    normalised = normalize(volume, settings.normalization)
+    assert np.allclose(got, resample_array(normalised, spacing, settings.target_spacing, "bspline"))
+    assert not np.allclose(got, resample_array(normalised, spacing, settings.target_spacing, "linear"))
+    manifest = json.loads((tmp_path / "pkg" / "model.json").read_text())
+    manifest["preprocessing"]["image_interpolation"] = "cubic"
+    (tmp_path / "pkg" / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="image_interpolation"):
+        ModelPackage.load(tmp_path / "pkg")

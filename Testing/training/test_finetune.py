@@ -206,3 +206,40 @@ def test_replay_cases_join_under_a_prefix_and_other_preprocessing_is_refused(tmp
                                                                "normalization": NORMALIZATION}})
     with pytest.raises(FinetuneError, match="target_spacing.*normalization.*raw dataset folder"):
         add_replay(replay, package_plans(other, "corrections"), tmp_path / "pre2")
+
+
+def test_two_stage_packages_are_refused_with_what_to_do(tmp_path):
+    from types import SimpleNamespace
+
+    from kidneytumorseg_training.finetune import check_finetunable
+
+    def member(name, output_labels=None):
+        return SimpleNamespace(name=name, inputs=SimpleNamespace(output_labels=output_labels))
+
+    two_stage = SimpleNamespace(name="cascade", version="1.0.0", segmenters=(member("kidney", (0, 1)),),
+                                refiners=(member("tumor", (0, 2, 3)),))
+    stage_one_only = SimpleNamespace(name="region", version="1.0.0", segmenters=(member("kidney", (0, 1)),),
+                                     refiners=())
+    for package, named in ((two_stage, "refiner"), (stage_one_only, "kidney with output_labels")):
+        with pytest.raises(FinetuneError, match=rf"two-stage packages is not supported yet.*{named}.*recipe run"):
+            check_finetunable(package)
+    check_finetunable(SimpleNamespace(name="plain", version="1.0.0", segmenters=(member("fold0"),), refiners=()))
+    store = SimpleNamespace(resolve=lambda spec: two_stage)
+    with pytest.raises(FinetuneError, match="two-stage"):  # before any work
+        finetune("cascade@1.0.0", tmp_path / "nothing-here", store=store, work_dir=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
+def test_package_plans_keep_the_members_image_interpolation(tmp_path):
+    from kidneytumorseg.model_package import ModelPackage
+    from kidneytumorseg_training.finetune import package_plans
+
+    store = make_store(tmp_path)
+    member = store.resolve("tiny@1.0.0").segmenters[0]
+    assert package_plans(member, "d")["image_interpolation"] == "linear"
+    manifest_path = store.find("tiny@1.0.0").path / "model.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["preprocessing"]["image_interpolation"] = "bspline"
+    manifest_path.write_text(json.dumps(manifest))
+    spline = ModelPackage.load(manifest_path.parent).segmenters[0]
+    assert package_plans(spline, "d")["image_interpolation"] == "bspline"

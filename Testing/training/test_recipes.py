@@ -12,6 +12,10 @@ SINGLE_STAGE = ["isensee2019-plain", "isensee2019-preact", "isensee2019-residual
                 "zhao2019-msunet"]
 
 
+def test_the_cascade_recipes_are_registered():
+    assert {"kits19-twostage", "tunet"} <= set(recipe_names())
+
+
 def test_the_single_stage_recipes_are_registered():
     assert set(SINGLE_STAGE) <= set(recipe_names())
     for name in SINGLE_STAGE:
@@ -28,18 +32,18 @@ def test_unknown_recipe_lists_the_known_ones():
 def test_register_refuses_a_second_recipe_of_a_name_unless_replacing(monkeypatch):
     monkeypatch.setattr(recipes, "_REGISTRY", dict(recipes._REGISTRY))
 
-    class Cascade:  # what kits19-twostage / tunet will look like to the registry and the command line
-        name, paper, summary = "tunet", "TuNet", "cascade"
+    class Cascade:  # any object with a name, paper, summary and resolve() plugs in
+        name, paper, summary = "example-cascade", "Example", "cascade"
 
         def resolve(self, budget):
             return {"budget": budget}
 
     register(Cascade())
-    assert "tunet" in recipe_names() and get_recipe("tunet").paper == "TuNet"
+    assert "example-cascade" in recipe_names() and get_recipe("example-cascade").paper == "Example"
     with pytest.raises(RecipeError, match="already registered"):
         register(Cascade())
     replacement = Cascade()
     register(replacement, replace=True)
-    assert get_recipe("tunet") is replacement
+    assert get_recipe("example-cascade") is replacement
     with pytest.raises(RecipeError, match="name"):
         register(object())

@@ -76,12 +76,15 @@ def test_smaller_budgets_shrink_sizes_and_schedule_only():
 def test_every_recipe_plans_a_network_its_patch_fits(budget):
     for recipe in all_recipes():
         resolved = recipe.resolve(budget, SPACING)
-        network = NetworkConfig.from_dict(resolved.network)
-        patch = resolved.training["patch_size"]
-        assert all(p % s == 0 for p, s in zip(patch, network.total_strides, strict=True)), (recipe.name, patch)
-        assert network.num_classes == 4 and network.in_channels == 1 and network.dimension == 3
-        assert network.deep_supervision is recipe.deep_supervision
         json.dumps(resolved.to_dict())  # what `recipe show` prints is JSON
+        stages = list(resolved.stages.values()) if hasattr(resolved, "stages") else [resolved]  # cascades
+        for stage in stages:
+            network = NetworkConfig.from_dict(stage.network)
+            patch = stage.training["patch_size"]
+            assert all(p % s == 0 for p, s in zip(patch, network.total_strides, strict=True)), (recipe.name, patch)
+            assert network.deep_supervision is stage.recipe.deep_supervision
+            if stage is resolved:  # single-stage recipes: a 3D network of the four KiTS labels on the CT alone
+                assert network.num_classes == 4 and network.in_channels == 1 and network.dimension == 3
 
 
 def test_smoke_network_really_runs_on_its_patch():

@@ -38,6 +38,7 @@ def test_settings_are_the_papers():
     assert len(model(torch.zeros(1, 1, 16, 32, 32))) == 4  # a prediction at every decoder level
     assert (training["optimizer"], training["learning_rate"]) == ("adam", 3e-4)
     assert (training["plateau_patience"], training["plateau_factor"]) == (30, 0.2)
+    assert training["plateau_metric"] == "train_loss"  # the paper watches the training loss
     assert training["loss"] == "exp_log"
     options = training["loss_options"]
     assert options["gamma_dice"] == 0.3 and options["gamma_cross"] == 1.0

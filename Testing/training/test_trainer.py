@@ -182,3 +182,21 @@ def test_the_deep_supervision_weight_decays_over_the_epochs(folder, tmp_path):
     assert trainer.loss.weights[0] == 1.0 and trainer.loss.weights[1] == pytest.approx(0.125)
     with pytest.raises(ValueError, match="deep_supervision_decay"):
         _config(folder, deep_supervision_decay={"initial": 0.5})
+
+
+@pytest.mark.parametrize("metric", ["val_loss", "train_loss"])
+def test_adam_plateau_watches_the_chosen_loss(folder, tmp_path, monkeypatch, metric):
+    from kidneytumorseg_training import trainer
+
+    watched: list[float] = []
+    step = trainer.Plateau.step
+    monkeypatch.setattr(trainer.Plateau, "step", lambda self, loss: (watched.append(loss), step(self, loss))[1])
+    result = train(_config(folder, optimizer="adam", plateau_metric=metric), tmp_path / metric)
+    assert watched == pytest.approx([entry[metric] for entry in result.history])
+    assert len(watched) == 2
+
+
+def test_plateau_metric_must_be_a_known_loss(folder):
+    assert _config(folder).plateau_metric == "val_loss"
+    with pytest.raises(ValueError, match="plateau_metric"):
+        _config(folder, plateau_metric="dice")

@@ -32,6 +32,8 @@ DEFAULT_POSTPROCESSING: dict[str, Any] = {"max_kidney_components": 2, "remove_ma
 def _member_preprocessing(config: TrainingConfig, plans: Mapping[str, Any]) -> dict[str, Any]:
     preprocessing: dict[str, Any] = {"target_spacing": list(plans["target_spacing"]),
                                      "normalization": dict(plans["normalization"])}
+    if plans.get("image_interpolation", "linear") != "linear":  # "bspline": the predictor resamples alike
+        preprocessing["image_interpolation"] = str(plans["image_interpolation"])
     if config.context_slices is not None:
         preprocessing["context_slices"] = int(config.context_slices)
     median = int(config.median_filter or plans.get("median_filter", 0) or 0)

@@ -129,13 +129,28 @@ def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str,
     return usable, skipped
 
 
+def check_finetunable(package: ModelPackage) -> None:
+    """FinetuneError for a package fine-tuning cannot rebuild yet: a two-stage package (refiners) or one whose
+    segmenters output fewer than the four KiTS labels (``inference.output_labels``, a cascade's stage 1)."""
+    staged = [member.name for member in package.segmenters if member.inputs.output_labels is not None]
+    if package.refiners or staged:
+        parts = ([f"refiner(s) {', '.join(m.name for m in package.refiners)}"] if package.refiners else []) + \
+            ([f"segmenter(s) {', '.join(staged)} with output_labels"] if staged else [])
+        raise FinetuneError(
+            f"Fine-tuning two-stage packages is not supported yet; {package.name}@{package.version} has "
+            f"{' and '.join(parts)}. Retrain it with `kidneytumorseg-train recipe run RECIPE` on your training "
+            f"cases plus the corrected ones (the corrections folder is a KiTS-layout dataset), or fine-tune a "
+            f"single-stage package.")
+
+
 def package_plans(member: MemberSpec, dataset: str) -> dict[str, Any]:
     """A plans dict (docs/training-contracts.md) that preprocesses data as the package's member expects."""
     network = {**member.network, "deep_supervision": True}
     return validate_plans({
         "format_version": FORMAT_VERSION, "name": "finetune", "dataset": dataset, "budget": "package",
         "target_spacing": [float(s) for s in member.preprocessing["target_spacing"]],
-        "normalization": member.preprocessing["normalization"], "image_interpolation": "linear",
+        "normalization": member.preprocessing["normalization"],
+        "image_interpolation": member.preprocessing.get("image_interpolation", "linear"),
         "patch_size": list(member.patch_size), "batch_size": BATCH_SIZE, "network": network,
         "num_classes": NUM_CLASSES, "fingerprint": {},
     })
@@ -379,6 +394,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     device = str(select_device(device))  # "auto" -> the device found, for training and evaluation alike
     store = store or ModelStore.default()
     package = store.resolve(model_spec)
+    check_finetunable(package)
     new_version = _choose_version(store, package, version)
     corrections = Path(corrections).resolve()
     replay_dir = Path(replay).resolve() if replay is not None else None

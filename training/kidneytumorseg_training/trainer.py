@@ -84,7 +84,8 @@ def poly_lr(initial: float, epoch: int, epochs: int, exponent: float) -> float:
 
 
 class Plateau:
-    """Reduce-on-plateau on the validation loss (JSON-safe state, unlike torch's scheduler pickle)."""
+    """Reduce-on-plateau of a loss (``plateau_metric``: the validation or the training loss; JSON-safe state,
+    unlike torch's scheduler pickle)."""
 
     def __init__(self, lr: float, patience: int, factor: float, state: dict[str, Any] | None = None) -> None:
         self.patience, self.factor = patience, factor
@@ -287,9 +288,11 @@ class Trainer:
                 losses.append(self._train_step(batch))
             train_seconds = time.perf_counter() - started
             val_loss, val_dice = self._validate()
-            if config.optimizer == "adam" and math.isfinite(val_loss):
-                self.plateau.step(val_loss)
-            entry = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss,
+            train_loss = float(np.mean(losses))
+            watched = train_loss if config.plateau_metric == "train_loss" else val_loss
+            if config.optimizer == "adam" and math.isfinite(watched):
+                self.plateau.step(watched)
+            entry = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                      "val_dice": val_dice, "lr": lr, "seconds": time.perf_counter() - started,
                      "data_wait_fraction": waited / max(train_seconds, 1e-9),
                      "patches_per_second": config.iterations_per_epoch * self.batch_size

@@ -14,6 +14,7 @@ from kidneytumorseg.stage_inputs import StageInputSpec
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+PLATEAU_METRICS: tuple[str, ...] = ("val_loss", "train_loss")
 CONFIG_NAME = "config.json"
 # Settings that may differ when a run is resumed (they change how, not what, is trained).
 RESUMABLE_CHANGES: frozenset[str] = frozenset({"num_workers", "device", "threads", "epochs", "progress"})
@@ -42,6 +43,7 @@ class TrainingConfig:
     poly_exponent: float = 0.9
     plateau_patience: int = 10
     plateau_factor: float = 0.5
+    plateau_metric: str = "val_loss"  # the loss whose plateau lowers Adam's learning rate ("train_loss" allowed)
     loss: str = "dice_ce"
     loss_options: dict[str, Any] = field(default_factory=dict)
     deep_supervision: bool = True
@@ -71,6 +73,8 @@ class TrainingConfig:
         self._check_member_settings()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}.")
+        if self.plateau_metric not in PLATEAU_METRICS:
+            raise ValueError(f"plateau_metric must be one of {PLATEAU_METRICS}, got {self.plateau_metric!r}.")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}.")
         for name in ("epochs", "iterations_per_epoch"):

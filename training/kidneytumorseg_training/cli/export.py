@@ -19,7 +19,8 @@ LOGGER = logging.getLogger("kidneytumorseg_training")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("export", help="write trained runs as one model package",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", type=Path, nargs="+", help="run folders (each becomes a segmenter member)")
+    parser.add_argument("runs", type=Path, nargs="+",
+                        help="run folders (each becomes a segmenter, or a refiner when its run has a stage_input)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="package folder to write")
     parser.add_argument("--name", required=True, help="package name, e.g. kits-demo")
     parser.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")

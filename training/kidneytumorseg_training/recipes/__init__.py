@@ -7,18 +7,19 @@
 ``kidneytumorseg-train recipe run NAME ...`` (:func:`kidneytumorseg_training.recipes.runner.run_recipe`) plans,
 preprocesses, trains every fold and exports a model package.
 
-Cascade recipes (``kits19-twostage``, ``tunet``) need a second training stage and the engine's cascade; they
-register here with :func:`register` once they exist, as any object with ``name``, ``paper``, ``summary``,
-``resolve(budget)`` (returning an object with ``to_dict()``) and ``run(**options)`` taking the keyword arguments of
-:func:`kidneytumorseg_training.recipes.runner.run_recipe` and returning its :class:`RecipeRun`. The command line
-calls ``recipe.run(...)`` when a recipe has one and the single-stage runner otherwise.
+Cascade recipes (``kits19-twostage``, ``tunet``; :mod:`.cascade`) train several stages and export one package
+that the engine runs as a cascade. Any recipe registers with :func:`register` as any object with ``name``,
+``paper``, ``summary``, ``resolve(budget)`` (returning an object with ``to_dict()``) and ``run(**options)`` taking
+the keyword arguments of :func:`kidneytumorseg_training.recipes.runner.run_recipe` and returning its
+:class:`RecipeRun`. The command line calls ``recipe.run(...)`` when a recipe has one and the single-stage runner
+otherwise.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kidneytumorseg_training.recipes import isensee2019, zang2021, zhao2019
+from kidneytumorseg_training.recipes import isensee2019, kits19, tunet, zang2021, zhao2019
 from kidneytumorseg_training.recipes.base import Budget, Recipe, RecipeError, ResolvedRecipe
 
 __all__ = ["Budget", "Recipe", "RecipeError", "ResolvedRecipe", "get_recipe", "recipe_names", "register",
@@ -38,7 +39,7 @@ def register(recipe: Any, replace: bool = False) -> Any:
     return recipe
 
 
-for _module in (zhao2019, isensee2019, zang2021):
+for _module in (zhao2019, isensee2019, zang2021, kits19, tunet):
     for _recipe in _module.RECIPES:
         register(_recipe)
 

@@ -132,6 +132,7 @@ class Recipe:
     poly_exponent: float = 0.9
     plateau_patience: int = 10
     plateau_factor: float = 0.5
+    plateau_metric: str = "val_loss"
     loss: str = "dice_ce"
     loss_options: Mapping[str, Any] = field(default_factory=dict)
     deep_supervision: bool = True
@@ -170,7 +171,8 @@ class Recipe:
             "optimizer": self.optimizer, "learning_rate": self.learning_rate, "momentum": self.momentum,
             "weight_decay": self.weight_decay, "poly_exponent": self.poly_exponent,
             "plateau_patience": budget.scale(self.plateau_patience, PLATEAU_EXPONENT, 1),
-            "plateau_factor": self.plateau_factor, "loss": self.loss, "loss_options": dict(self.loss_options),
+            "plateau_factor": self.plateau_factor, "plateau_metric": self.plateau_metric,
+            "loss": self.loss, "loss_options": dict(self.loss_options),
             "deep_supervision": self.deep_supervision, "augmentation": augmentation,
             "foreground_fraction": self.foreground_fraction,
         }

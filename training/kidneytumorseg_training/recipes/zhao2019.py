@@ -38,6 +38,7 @@ ZHAO2019_MSUNET = Recipe(
     learning_rate=3e-4,
     plateau_patience=30,
     plateau_factor=0.2,
+    plateau_metric="train_loss",  # the paper watches the training loss
     loss="exp_log",
     loss_options={"dice_weights": [0.4, 0.6, 0.6], "ce_weights": [0.28, 0.28, 0.44, 0.44],
                   "gamma_dice": 0.3, "gamma_cross": 1.0, "w_dice": 1.0, "w_cross": 1.0},
@@ -53,8 +54,6 @@ ZHAO2019_MSUNET = Recipe(
     deviations=(
         "KiTS19 had no cyst label: the cyst (a renal mass) takes the tumor's Dice and cross-entropy weight, "
         "and the loss renormalises the weights to sum 1 as the paper's do.",
-        "The learning rate drops by 0.2 after 30 epochs without improvement of the validation loss (the "
-        "trainer's plateau rule); the paper watches the training loss.",
         "Deep supervision weights are nnU-Net's (1/2^level, the coarsest output unweighted); the paper gives "
         "no weights.",
         "Percentile clipping uses the training foreground's 0.5 / 99.5 percentiles (nnU-Net's convention, which "
