@@ -1,0 +1,88 @@
+"""The equal-budget harness end to end with stand-in commands: every recipe trained, exported, predicted and
+scored, nnU-Net at the recipes' schedule, the section of docs/recipes.md written, finished methods kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_runs import FakeRunner, tiny_package
+from recipes_table import main, peer_schedule
+
+
+@pytest.fixture
+def setup(kits_dataset, tmp_path):
+    (tmp_path / "train.txt").write_text("case_00000,case_00001,case_00002\n")
+    (tmp_path / "test.txt").write_text("case_00003\ncase_00004\n")
+    doc = tmp_path / "recipes.md"
+    doc.write_text("# Recipes\n\nWritten by hand.\n\n## Results at equal budget\n\nold\n\n## Notes\nkept\n")
+    runner = FakeRunner(kits_dataset, tiny_package(tmp_path / "tiny"), fail=["beta"], recipes=["alpha", "beta"])
+    argv = [str(kits_dataset), "--budget", "smoke", "--train-cases", str(tmp_path / "train.txt"),
+            "--test-cases", str(tmp_path / "test.txt"), "--work", str(tmp_path / "work"), "--doc", str(doc),
+            "--threads", "1"]
+    return runner, argv, doc, tmp_path / "work"
+
+
+def test_table_from_every_recipe_and_the_peer(setup):
+    runner, argv, doc, work = setup
+    assert main(argv, runner) == 1  # beta failed
+    run = next(c for c in runner.commands if c[1:4] == ["recipe", "run", "alpha"])
+    assert run[run.index("--budget") + 1] == "smoke" and run[run.index("--threads") + 1] == "1"
+    assert run[run.index("--train-cases") + 1] == str(work / "train_cases.txt")
+    assert run[run.index("--export") + 1] == str(work / "models")
+    assert run[run.index("--model-version") + 1] == "0.1.0"
+    predict = next(c for c in runner.commands if c[1] == "predict")
+    assert predict[predict.index("--store-dir") + 1] == str(work / "models")
+    assert predict[predict.index("--model") + 1] == "alpha@0.1.0"
+    assert sorted(p.name for p in (work / "test_input").iterdir()) == ["case_00003", "case_00004"]
+    train = next(c for c in runner.commands if "train" in c and "equal_budget.nnunet_worker" in c)
+    assert (train[train.index("--epochs") + 1], train[train.index("--iterations") + 1]) == ("3", "4")
+    plan = next(c for c in runner.commands if "plan" in c)
+    assert plan[plan.index("--gpu-memory-gb") + 1] == "1.0"  # the smoke budget's planner target
+
+    alpha = json.loads((work / "results" / "alpha.json").read_text())
+    assert alpha["inference_seconds"] == {"case_00003": 1.0, "case_00004": 2.0}
+    assert alpha["metrics"]["mean_dice"] == pytest.approx(1.0)
+    assert alpha["schedule"] == {"epochs": 3, "iterations_per_epoch": 4}
+    assert alpha["parameters"] > 0 and alpha["device"] == "cpu"
+    assert not (work / "results" / "beta.json").exists()
+
+    text = doc.read_text()
+    assert text.startswith("# Recipes\n\nWritten by hand.\n\n## Results at equal budget\n")
+    assert text.endswith("## Notes\nkept\n") and "\nold\n" not in text
+    assert "logical CPUs" in text and "budget `smoke`" in text and "synthetic" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| alpha | 3 x 4 | 1.000 |") and rows[2].startswith("| nnU-Net v2 | 3 x 4 | 1.000 |")
+    assert "`beta`" in text and "it matches nnU-Net v2" in text
+    assert "benchmarks/recipes_table.py" in text and "--budget smoke" in text
+
+
+def test_finished_methods_are_not_run_again(setup):
+    runner, argv, doc, work = setup
+    main(argv, runner)
+    before = len(runner.commands)
+    runner.fail = set()
+    assert main(argv, runner) == 0
+    again = runner.commands[before:]
+    assert [c[3] for c in again if c[1:3] == ["recipe", "run"]] == ["beta"]  # only the failed one
+    assert not any("equal_budget.nnunet_worker" in c for c in again)
+    assert "Not in the table" not in doc.read_text()
+    assert [line.split("|")[1].strip() for line in doc.read_text().splitlines()
+            if line.startswith("| ")][1:] == ["alpha", "beta", "nnU-Net v2"]
+    before = len(runner.commands)
+    assert main([*argv, "--recipes", "alpha", "--force"], runner) == 0
+    forced = runner.commands[before:]
+    assert [c[3] for c in forced if c[1:3] == ["recipe", "run"]] == ["alpha"]
+    assert sum("equal_budget.nnunet_worker" in c and "train" in c for c in forced) == 1
+    assert sum("equal_budget.nnunet_worker" in c and "plan" in c for c in forced) == 0  # preprocessing kept
+
+
+def test_peer_schedule_from_the_recipes_or_given():
+    results = [{"name": n, "schedule": s} for n, s in
+               [("a", {"epochs": 10, "iterations_per_epoch": 5}), ("b", {"epochs": 10, "iterations_per_epoch": 5}),
+                ("c", {"epochs": 20, "iterations_per_epoch": 5}), ("d", None)]]
+    assert peer_schedule(results, None, None) == (10, 5)
+    assert peer_schedule(results, 7, None) == (7, 5)
+    assert peer_schedule([], 7, 3) == (7, 3)
+    with pytest.raises(RuntimeError, match="--peer-epochs"):
+        peer_schedule(results[3:], None, None)
