@@ -129,6 +129,7 @@ def train(args: argparse.Namespace) -> None:
 
 def _initialized_predictor(dataset_name: str, folds: list[str], mirroring: bool, device: str) -> Any:
     """nnUNetPredictor over checkpoint_final.pth of ``folds`` (initialize_from_trained_model_folder, see above)."""
+    import numpy as np
     import torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
@@ -140,10 +141,15 @@ def _initialized_predictor(dataset_name: str, folds: list[str], mirroring: bool,
     dataset_json = load_json(str(folder / "dataset.json"))
     plans_manager = PlansManager(load_json(str(folder / "plans.json")))
     parameters, checkpoint = [], {}
-    for fold in folds:
-        checkpoint = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
-                                weights_only=False)
-        parameters.append(checkpoint["network_weights"])
+    # weights_only: nothing in the checkpoint may run code. nnU-Net's training log holds numpy scalars, so
+    # exactly those data types are allowed besides tensors and plain containers.
+    numpy_data = [np._core.multiarray.scalar, np.dtype, *{type(np.dtype(t)) for t in (np.float32, np.float64,
+                                                                                     np.int64, np.bool_)}]
+    with torch.serialization.safe_globals(numpy_data):
+        for fold in folds:
+            checkpoint = torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu",
+                                    weights_only=True)
+            parameters.append(checkpoint["network_weights"])
     configuration_manager = plans_manager.get_configuration(checkpoint["init_args"]["configuration"])
     network = nnUNetTrainer.build_network_architecture(
         plans_manager, configuration_manager,
