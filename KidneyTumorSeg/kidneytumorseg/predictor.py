@@ -93,6 +93,11 @@ def settings_for(member: MemberSpec, **overrides: Any) -> PredictorSettings:
     )
 
 
+def cascade_settings(localizer: MemberSpec, device: str) -> CascadeSettings:
+    """The coarse-to-fine settings of a package's localizer member (it runs without mirroring)."""
+    return CascadeSettings(localizer=settings_for(localizer, device=device, mirror_axes=()))
+
+
 class Predictor:
     """A loaded model package, ready to segment images. Loading verifies every member's sha256."""
 
@@ -117,8 +122,7 @@ class Predictor:
             )
         self.localizer = build_member(package, localizer_spec, builder=builder, device=str(self.device)) \
             if use_cascade else None
-        self.cascade = CascadeSettings(localizer=settings_for(localizer_spec, device=str(self.device),
-                                                              mirror_axes=())) if use_cascade else None
+        self.cascade = cascade_settings(localizer_spec, str(self.device)) if use_cascade else None
         self.postprocessing = PostprocessingSettings.from_dict(package.postprocessing)
         self.refinement = RefinementSettings(
             self._shared_settings(self.refiner_specs), self.refiner_specs[0].inputs.stage_input,  # type: ignore[arg-type]

@@ -45,8 +45,7 @@ from kidneytumorseg.model_package import (
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network
 from kidneytumorseg.postprocessing import PostprocessingSettings
-from kidneytumorseg.predictor import settings_for
-from kidneytumorseg.predictor_core import CascadeSettings
+from kidneytumorseg.predictor import cascade_settings, settings_for
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
     CORRECTION_RECORD,
@@ -218,13 +217,11 @@ def summarize_metrics(result: ValidationResult) -> dict[str, Any]:
 
 
 def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
-              cases: Sequence[TrainingCase], device: str, folder: Path) -> dict[str, Any]:
-    """Held-out metrics as the engine's default quality segments: the localizer's coarse-to-fine mode when the
-    package has one, no mirroring (before and after are measured the same way, so the comparison is fair)."""
-    localizer_spec = package.localizer
-    localizer = build_member(package, localizer_spec, device=device) if localizer_spec is not None else None
-    cascade = (CascadeSettings(localizer=settings_for(localizer_spec, device=device, mirror_axes=()))
-               if localizer_spec is not None else None)
+              cases: Sequence[TrainingCase], device: str, folder: Path,
+              localizer: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Held-out metrics as the engine's default quality segments: the package's ``localizer`` (built once by the
+    caller) runs the coarse-to-fine mode, no mirroring (before and after are measured the same way)."""
+    cascade = cascade_settings(package.localizer, device) if localizer is not None else None
     result = validate_cases(networks, settings_for(member, device=device, mirror_axes=()),
                             [(c.case_id, c.image, c.label) for c in cases],
                             postprocessing=PostprocessingSettings.from_dict(package.postprocessing), progress=False,
@@ -432,10 +429,11 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         logger.warning("Members %s differ from %s in preprocessing or patch size; only %s are evaluated together.",
                        [m.name for m in segmenters if m not in ensemble], first.name, [m.name for m in ensemble])
     held_out = [by_id[i] for i in holdout_ids]
+    localizer = build_member(package, package.localizer, device=device) if package.localizer is not None else None
     before = _evaluate([build_member(package, m, device=device) for m in ensemble], first, package, held_out,
-                       device, work / "evaluation_before")
+                       device, work / "evaluation_before", localizer)
     after = _evaluate([_tuned_network(m, tuned[m.name], device) for m in ensemble], first, package, held_out,
-                      device, work / "evaluation_after")
+                      device, work / "evaluation_after", localizer)
     seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
     logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
                 [_format(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],
