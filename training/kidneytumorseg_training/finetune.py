@@ -54,13 +54,14 @@ from kidneytumorseg_training.datasets import (
     check_case,
     find_training_cases,
 )
+from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
 from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, load_plans, validate_plans
 from kidneytumorseg_training.preprocessing import case_files, is_case_complete, preprocess_dataset
 from kidneytumorseg_training.sampling import complete_case_ids
 from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
-from kidneytumorseg_training.validation import ValidationResult, validate_cases, write_validation_report
+from kidneytumorseg_training.validation import validate_cases, write_validation_report
 
 logger = logging.getLogger(__name__)
 
@@ -201,21 +202,6 @@ def add_replay(replay: Path, plans: Mapping[str, Any], folder: Path) -> list[str
     return ids
 
 
-def _json_number(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None  # JSON has no NaN
-
-
-def summarize_metrics(result: ValidationResult) -> dict[str, Any]:
-    """Mean Dice and surface Dice per KiTS region, their means over the regions, and per case."""
-    regions = {r.region: {"dice": _json_number(r.dice_mean), "surface_dice": _json_number(r.surface_dice_mean)}
-               for r in result.summary.regions}
-    cases = {c.case_id: {"dice": {k: _json_number(v) for k, v in c.metrics.dice.items()},
-                         "surface_dice": {k: _json_number(v) for k, v in c.metrics.surface_dice.items()}}
-             for c in result.cases}
-    return {"case_ids": sorted(cases), "mean_dice": _json_number(result.summary.mean_dice),
-            "mean_surface_dice": _json_number(result.summary.mean_surface_dice), "regions": regions, "cases": cases}
-
-
 def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
               cases: Sequence[TrainingCase], device: str, folder: Path,
               localizer: torch.nn.Module | None = None) -> dict[str, Any]:
@@ -240,36 +226,6 @@ def _write_weights(weights: Mapping[str, torch.Tensor], path: Path) -> Path:
     with atomic_path(path, suffix=".safetensors") as temporary:
         save_file({k: v.contiguous() for k, v in weights.items()}, str(temporary))
     return path
-
-
-def _format(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def report_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: what was fine-tuned on what, and the held-out metrics before and after per KiTS region."""
-    before, after = report["before"], report["after"]
-    lines = [f"# Fine-tuning {report['parent']} -> {report['model']}", "",
-             f"- corrections: `{report['corrections']}`; fine-tuned on {len(report['train_ids'])} case(s): "
-             f"{', '.join(report['train_ids'])}",
-             f"- held out: {len(report['holdout_ids'])} case(s): {', '.join(report['holdout_ids'])}",
-             f"- replayed cases: {len(report['replay_ids'])} from `{report['replay']}`" if report["replay"]
-             else "- replayed cases: none",
-             f"- skipped corrections: {', '.join(report['skipped']) or 'none'}",
-             f"- members fine-tuned: {', '.join(report['members'])}; evaluated as an ensemble: "
-             f"{', '.join(report['evaluated_members'])}",
-             f"- settings: {json.dumps(report['settings'])}",
-             f"- time: {report['seconds']['total']:.0f} s (preprocess {report['seconds']['preprocess']:.0f} s, "
-             f"train {report['seconds']['train']:.0f} s, evaluate {report['seconds']['evaluate']:.0f} s)", "",
-             "| region | Dice before | Dice after | surface Dice before | surface Dice after |",
-             "|---|---|---|---|---|"]
-    for region in [r.name for r in KITS_REGIONS]:
-        b, a = before["regions"][region], after["regions"][region]
-        lines.append(f"| {region} | {_format(b['dice'])} | {_format(a['dice'])} | {_format(b['surface_dice'])} | "
-                     f"{_format(a['surface_dice'])} |")
-    lines.append(f"| mean | {_format(before['mean_dice'])} | {_format(after['mean_dice'])} | "
-                 f"{_format(before['mean_surface_dice'])} | {_format(after['mean_surface_dice'])} |")
-    return "\n".join(lines) + "\n"
 
 
 def _choose_version(store: ModelStore, package: ModelPackage, version: str | None) -> str:
@@ -436,8 +392,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                       device, work / "evaluation_after", localizer)
     seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
     logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
-                [_format(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],
-                [_format(after["regions"][r.name]["dice"]) for r in KITS_REGIONS])
+                [format_score(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],
+                [format_score(after["regions"][r.name]["dice"]) for r in KITS_REGIONS])
 
     report_progress("export", 0.9)
     parent = f"{package.name}@{package.version}"

@@ -166,13 +166,13 @@ def validate_cases(
     return ValidationResult(tuple(results), summary, predictions, case_seconds, time.perf_counter() - started)
 
 
-def _json_number(value: float) -> float | None:
+def json_number(value: float) -> float | None:
     """JSON has no NaN or infinity: those become null."""
     return float(value) if math.isfinite(value) else None
 
 
 def _json_numbers(values: dict[str, float]) -> dict[str, float | None]:
-    return {key: _json_number(value) for key, value in values.items()}
+    return {key: json_number(value) for key, value in values.items()}
 
 
 def validation_to_dict(result: ValidationResult) -> dict[str, Any]:
@@ -181,10 +181,10 @@ def validation_to_dict(result: ValidationResult) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "case_count": summary.case_count,
-        "mean_dice": _json_number(summary.mean_dice),
-        "mean_surface_dice": _json_number(summary.mean_surface_dice),
+        "mean_dice": json_number(summary.mean_dice),
+        "mean_surface_dice": json_number(summary.mean_surface_dice),
         "regions": [
-            {key: value if isinstance(value, str) else _json_number(value) for key, value in asdict(region).items()}
+            {key: value if isinstance(value, str) else json_number(value) for key, value in asdict(region).items()}
             for region in summary.regions
         ],
         "missing_cases": list(summary.missing_cases),
