@@ -108,6 +108,22 @@ def _device_name(device: str) -> str:
     return gpu if gpu and device in ("auto", "cuda") else "cpu"
 
 
+SHARED_CACHES = ("preprocessed", "fingerprints")
+
+
+def share_caches(run_folder: Path, work: Path) -> None:
+    """Point the recipe's preprocessing caches at the table's, so recipes that preprocess alike (the three
+    ``isensee2019-*``) do it once: ``recipe run`` names its cache folders by their plan's hash. A folder a
+    recipe already filled on its own is kept."""
+    for cache in SHARED_CACHES:
+        link, shared = run_folder / cache, work / cache
+        if link.exists() or link.is_symlink():
+            continue
+        shared.mkdir(parents=True, exist_ok=True)
+        run_folder.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("..", "..", cache), target_is_directory=True)
+
+
 def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_runner) -> dict[str, Any]:
     """Train, export, predict and score one recipe; or read its earlier result."""
     work = settings.work
@@ -120,6 +136,7 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
         for stale in (run_folder, models / name / MODEL_VERSION, predictions):
             shutil.rmtree(stale, ignore_errors=True)
     log = work / "logs" / f"{name}.log"
+    share_caches(run_folder, work)
     command = [_tool("kidneytumorseg-train"), "recipe", "run", name, "--data", str(settings.dataset),
                "--work", str(run_folder), "--budget", settings.budget, "--train-cases", str(work / "train_cases.txt"),
                "--export", str(models), "--model-name", name, "--model-version", MODEL_VERSION,

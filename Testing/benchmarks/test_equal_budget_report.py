@@ -46,12 +46,17 @@ def test_cpu_description_from_cpuinfo(tmp_path):
 def test_table_rows():
     table = format_table([result("zhao2019-msunet", "recipe", 0.667), result("nnU-Net v2", "peer", 0.6)])
     header, rule, first, second = table.splitlines()
-    assert header.startswith("| method | epochs x iterations | Dice kidney+mass | Dice mass | Dice tumor | mean Dice")
+    assert header.startswith("| method | epochs x iterations (per network) | Dice kidney+mass | Dice mass | "
+                             "Dice tumor | mean Dice")
     assert rule.count("---") == header.count("|") - 1
     cells = [cell.strip() for cell in first.strip("|").split("|")]
     assert cells == ["zhao2019-msunet", "50 x 25", "0.900", "0.600", "0.500", "**0.667**", "0.800", "0.500",
                      "0.400", "0.567", "20.5", "20.0", "1.23 M"]
     assert second.startswith("| nnU-Net v2 |")
+    cascade = result("kits19-twostage", "recipe", 0.5)
+    stages = [{"epochs": 22, "iterations_per_epoch": 4}, {"epochs": 22, "iterations_per_epoch": 11}]
+    cascade["schedule"] = {"epochs": 22, "iterations_per_epoch": 11, "stages": stages}
+    assert "| kits19-twostage | 22 x 4 + 22 x 11 |" in format_table([cascade])
     with_device = format_table([result("a", "recipe", 0.5, device="NVIDIA H100")], gpu_column=True)
     assert with_device.splitlines()[0].endswith("| device |")
     assert with_device.splitlines()[2].endswith("| NVIDIA H100 |")

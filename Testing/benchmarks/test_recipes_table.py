@@ -46,6 +46,8 @@ def test_table_from_every_recipe_and_the_peer(setup):
     assert alpha["schedule"] == {"epochs": 3, "iterations_per_epoch": 4}
     assert alpha["parameters"] > 0 and alpha["device"] == "cpu"
     assert not (work / "results" / "beta.json").exists()
+    for recipe in ("alpha", "beta"):  # recipes that preprocess alike share the table's cache
+        assert (work / "runs" / recipe / "preprocessed").resolve() == (work / "preprocessed").resolve()
 
     text = doc.read_text()
     assert text.startswith("# Recipes\n\nWritten by hand.\n\n## Results at equal budget\n")

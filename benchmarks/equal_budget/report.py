@@ -72,10 +72,13 @@ def median_inference_seconds(result: dict[str, Any]) -> float:
 
 
 def _schedule(result: dict[str, Any]) -> str:
+    """``epochs x iterations``; a cascade lists each network's, e.g. ``22 x 4 + 22 x 11``, so the table shows that
+    its networks take fewer steps each than a single network at the same budget."""
     schedule = result.get("schedule")
     if not schedule:
         return "?"
-    return f"{schedule['epochs']} x {schedule['iterations_per_epoch']}"
+    stages = schedule.get("stages") or [schedule]
+    return " + ".join(f"{stage['epochs']} x {stage['iterations_per_epoch']}" for stage in stages)
 
 
 def _parameters(count: int | None) -> str:
@@ -86,7 +89,8 @@ def _parameters(count: int | None) -> str:
 
 def format_table(results: Sequence[dict[str, Any]], gpu_column: bool = False) -> str:
     """One markdown table row per method: Dice and surface Dice per region and mean, times, parameters."""
-    header = (["method", "epochs x iterations"] + [f"Dice {REGION_TITLES[r]}" for r in REGIONS] + ["mean Dice"]
+    header = (["method", "epochs x iterations (per network)"] + [f"Dice {REGION_TITLES[r]}" for r in REGIONS]
+              + ["mean Dice"]
               + [f"SD {REGION_TITLES[r]}" for r in REGIONS]
               + ["mean SD", "training (min)", "inference (s/case, median)", "parameters"])
     if gpu_column:
