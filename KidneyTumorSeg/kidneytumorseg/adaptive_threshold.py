@@ -95,13 +95,15 @@ def whole_region(probability: np.ndarray, settings: AdaptiveThresholdSettings) -
     return _grow(probability, settings.threshold, settings.whole_low)
 
 
-def tumor_region(probability: np.ndarray, whole: np.ndarray, settings: AdaptiveThresholdSettings) -> np.ndarray:
-    """The tumor region of Algorithm 1 (before it is kept inside ``whole``)."""
+def tumor_region(probability: np.ndarray, whole: np.ndarray, settings: AdaptiveThresholdSettings,
+                 cyst: np.ndarray | None = None) -> np.ndarray:
+    """The tumor region of Algorithm 1 (before it is kept inside ``whole``). The empty-tumor fallback fills the
+    whole region except ``cyst``: KiTS19 had no cyst label, and a found cyst is not to be turned into tumor."""
     seeds = int(np.count_nonzero(probability >= settings.threshold))
     if seeds == 0:
         tumor = probability >= settings.empty_low
         if not tumor.any() and settings.empty_tumor_is_whole:
-            return whole.copy()
+            return whole & ~cyst if cyst is not None else whole.copy()
         return tumor
     low = settings.small_tumor_low if seeds < settings.small_tumor_voxels else settings.tumor_low
     return _grow(probability, settings.threshold, low)
@@ -113,8 +115,9 @@ def adaptive_threshold_labels(probabilities: np.ndarray, labels: np.ndarray,
     if probabilities.ndim != 4 or probabilities.shape[0] != 4:
         raise ValueError(f"Adaptive thresholds need probabilities of shape (4, S, P, L), got {probabilities.shape}.")
     whole = whole_region(1.0 - probabilities[BACKGROUND], settings)
-    tumor = tumor_region(probabilities[TUMOR], whole, settings) & whole
+    cyst = whole & (labels == CYST)
+    tumor = tumor_region(probabilities[TUMOR], whole, settings, cyst) & whole
     out = whole.astype(np.uint8) * KIDNEY
-    out[whole & (labels == CYST)] = CYST
+    out[cyst] = CYST
     out[tumor] = TUMOR
     return out

@@ -54,6 +54,17 @@ def test_labels_merge_whole_tumor_and_the_argmax_cysts():
     np.testing.assert_array_equal(through_rules[0, 0], [0, 1, 2, 3])
 
 
+def test_an_empty_tumor_fills_the_whole_region_but_leaves_the_cysts():
+    p = np.zeros((4, 1, 1, 4), np.float32)
+    p[0] = [[[0.9, 0.2, 0.2, 0.1]]]
+    p[1] = [[[0.1, 0.8, 0.7, 0.1]]]  # p[2] (tumor) is 0: the paper's fallback makes the whole region tumor
+    p[3] = [[[0.0, 0.0, 0.1, 0.8]]]
+    argmax = np.argmax(p, 0).astype(np.uint8)
+    np.testing.assert_array_equal(adaptive_threshold_labels(p, argmax, PAPER)[0, 0], [0, 2, 2, 3])
+    kept_empty = AdaptiveThresholdSettings(empty_tumor_is_whole=False)
+    np.testing.assert_array_equal(adaptive_threshold_labels(p, argmax, kept_empty)[0, 0], [0, 1, 1, 3])
+
+
 def test_settings_are_validated():
     assert AdaptiveThresholdSettings.from_value(True) == PAPER
     assert AdaptiveThresholdSettings.from_value(None) is None

@@ -62,3 +62,55 @@ def assert_segments_like_its_input(package: Path, dataset: Path, members: int = 
         values = set(np.unique(sitk.GetArrayViewFromImage(labels)).tolist())
         assert values <= {0, 1, 2, 3}, values
     return loaded
+
+
+def biased_copy(package: Path, folder: Path, biases: dict[str, dict[int, float]]) -> Path:
+    """A copy of ``package`` in ``folder`` whose members named in ``biases`` get ``value`` added to the bias of
+    output channel ``channel`` of their full-resolution head (``{member: {channel: value}}``), with the manifest's
+    sha256 updated: a smoke-trained member made to say one class everywhere, to show where its output goes."""
+    import json
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from kidneytumorseg.model_package import MANIFEST_NAME, file_sha256
+
+    shutil.copytree(package, folder)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    members = {member["name"]: member for member in manifest["members"]}
+    assert set(biases) <= set(members), (sorted(biases), sorted(members))
+    for name, channels in biases.items():
+        path = folder / members[name]["file"]
+        with safe_open(str(path), framework="pt") as weights:
+            metadata = weights.metadata()
+            state = {key: weights.get_tensor(key) for key in weights.keys()}  # noqa: SIM118 - no __iter__
+        for channel, value in channels.items():
+            state["heads.0.bias"][channel] += value
+        save_file(state, str(path), metadata=metadata)
+        members[name]["sha256"] = file_sha256(path)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def labels_of(package: Path, dataset: Path, case: str = "case_00161") -> np.ndarray:
+    """The engine's labels for ``case`` of ``dataset`` with ``package``, as an array."""
+    predictor = Predictor(ModelPackage.load(package), PredictionOptions(quality="default", device="cpu"))
+    image = sitk.ReadImage(str(dataset / case / "imaging.nii.gz"))
+    return sitk.GetArrayFromImage(predictor.segment(image).labels)
+
+
+def assert_stage_two_sets_the_masses(package: Path, dataset: Path, folder: Path, no_mass: frozenset = frozenset({1})
+                                     ) -> None:
+    """The exported cascade's stage 2 is what labels the masses: with stage 1 (and the localizer) made to find
+    kidney everywhere, a refiner made to say tumor or cyst gives tumor or cyst, and one made to say no mass
+    gives ``no_mass`` (kidney; TuNet's Algorithm 1 makes an empty tumor the whole region, so tumor there)."""
+    loaded = ModelPackage.load(package)
+    stage_one = [*loaded.segmenters, *([loaded.localizer] if loaded.localizer is not None else [])]
+    kidney_everywhere = {member.name: {1: 30.0} for member in stage_one}
+    refiner = loaded.refiners[0].name
+    for channel, expected in ((0, set(no_mass)), (1, {2}), (2, {3})):
+        biased = biased_copy(package, folder / f"refiner_channel{channel}",
+                             {**kidney_everywhere, refiner: {channel: 30.0}})
+        found = set(np.unique(labels_of(biased, dataset)).tolist()) - {0}
+        assert found == expected, (f"refiner channel {channel}", found)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from recipe_cases import assert_segments_like_its_input, write_tiny_kits_dataset
+from recipe_cases import assert_segments_like_its_input, assert_stage_two_sets_the_masses, write_tiny_kits_dataset
 
 from kidneytumorseg.networks import build_network
 from kidneytumorseg_training.losses import DecayingDeepSupervisionLoss, FocalWeightedDiceLoss, build_loss
@@ -93,3 +93,4 @@ def test_smoke_run_trains_both_stages_exports_and_segments(tmp_path):
     assert package.postprocessing["max_tumor_components"] == 1
     manifest = json.loads((run.package / "model.json").read_text())
     assert manifest["provenance"]["recipe"] == "kits19-twostage"
+    assert_stage_two_sets_the_masses(run.package, data, tmp_path / "biased")

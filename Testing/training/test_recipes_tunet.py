@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from recipe_cases import assert_segments_like_its_input, write_tiny_kits_dataset
+from recipe_cases import assert_segments_like_its_input, assert_stage_two_sets_the_masses, write_tiny_kits_dataset
 
 from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg_training.recipes import get_recipe
@@ -71,3 +71,4 @@ def test_smoke_run_trains_the_cascade_exports_and_segments(tmp_path):
     assert refiner.network["in_channels"] == 2
     assert package.postprocessing["adaptive_threshold"] is True
     assert json.loads((run.package / "model.json").read_text())["provenance"]["recipe"] == "tunet"
+    assert_stage_two_sets_the_masses(run.package, data, tmp_path / "biased", no_mass=frozenset({2}))
