@@ -1,7 +1,8 @@
 """Does fine-tuning on corrections help? A shifted synthetic domain, corrected cases, before and after.
 
     .venv/bin/python benchmarks/finetune_shifted_domain.py --masks ../shared/data/kits23-masks \\
-        --original work_data/synthetic_1.5x1.5x3 --replay work_data/pre_3x2x2 --model kits-demo@1.0.0
+        --original work_data/synthetic_1.5x1.5x3 --replay work_data/pre_3x2x2 --model kits-demo@1.0.0 \\
+        [--shifted-cases 10] [--original-cases 10] [--epochs 6] [--iterations 25] [--threads 2]
 
 1. Shifted domain: synthetic CT from real KiTS23 masks of held-out cases (id % 5 == 2, never used in
    training), with an acquisition outside the training range: noise 55 HU (training: 6..28), a smoother
@@ -28,7 +29,7 @@ from pathlib import Path
 from kidneytumorseg.evaluation import CaseResult, summarize
 from kidneytumorseg.image_io import read_ct, read_label_map, write_image_atomic
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_store import ModelStore
+from kidneytumorseg.model_store import ModelStore, default_bundled_dir
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.finetune import finetune
 from kidneytumorseg_training.synthetic.dataset import case_seed
@@ -60,8 +61,8 @@ def build_corrections(masks: Path, ids: list[str], folder: Path, model: str) -> 
         logging.info("built shifted case %s", case)
 
 
-def evaluate(model: str, dataset: Path, ids: list[str]) -> dict[str, float]:
-    predictor = Predictor(ModelStore.default().resolve(model), PredictionOptions(device="cpu"))
+def evaluate(store: ModelStore, model: str, dataset: Path, ids: list[str]) -> dict[str, float]:
+    predictor = Predictor(store.resolve(model), PredictionOptions(device="cpu"))
     results = []
     for case in ids:
         labels = predictor.segment(read_ct(dataset / case / "imaging.nii.gz"), name=case).labels
@@ -83,7 +84,14 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--work", type=Path, default=Path("work_runs/finetune_shifted"))
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    # The bundled models, and the new version in a store of its own under --work: the user's store is not touched.
+    store = ModelStore(default_bundled_dir(), args.work / "store")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ids = held_out_ids(args.masks)
     shifted, original = ids[: args.shifted_cases], ids[args.shifted_cases: args.shifted_cases + args.original_cases]
@@ -91,11 +99,12 @@ def main() -> None:
     build_corrections(args.masks, shifted, corrections, args.model)
     started = time.perf_counter()
     result = finetune(args.model, corrections, replay=args.replay, holdout=0.5, epochs=args.epochs,
-                      iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune")
+                      iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
+                      store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
-    original_before = evaluate(args.model, args.original, original)
-    original_after = evaluate(new_model, args.original, original)
+    original_before = evaluate(store, args.model, args.original, original)
+    original_after = evaluate(store, new_model, args.original, original)
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
           f"({args.epochs} epochs x {args.iterations} steps, lr {args.lr}, replay {args.replay}), {seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
