@@ -186,7 +186,7 @@ def peer_schedule(results: Sequence[dict[str, Any]], epochs: int | None, iterati
 
 
 def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, command: str,
-                  failures: dict[str, str]) -> str:
+                  failures: dict[str, str], note: str = "") -> str:
     """The section under SECTION_HEADING: what ran where, the table, the verdict and how to reproduce it."""
     gpu = gpu_description()
     hardware = cpu_description() + (f", GPU {gpu}" if gpu else ", no GPU")
@@ -201,8 +201,12 @@ def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, co
         "the test cases) and their mean. Training: wall time of everything before prediction (preprocessing, "
         "training, export). Inference: median seconds per case (recipes: the engine's segmentation of a read "
         "image; nnU-Net: read, preprocess, predict, resample, write). Parameters: all networks of the model "
-        "(every fold and stage).",
+        "(every fold and stage). "
+        + (f"Every training and prediction ran with {settings.threads} torch thread(s)."
+           if settings.threads else "Torch chose its thread count."),
     ]
+    if note:
+        lines += ["", note]
     if peer is not None:
         lines += ["", peer_description(peer)]
     lines += ["", format_table(results, gpu_column=gpu is not None)]
@@ -271,6 +275,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
                         help="nnU-Net planner's memory target (default: 2 at the cpu budget, 1 at smoke, else "
                              "nnU-Net's own)")
     parser.add_argument("--force", action="store_true", help="run every method again even if its result exists")
+    parser.add_argument("--note", default="", help="a sentence for the document on how the run was made (e.g. what "
+                                                   "else ran on the machine)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     settings = TableSettings(
@@ -308,7 +314,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
         return 1
     command = shlex.join([".venv/bin/python", "benchmarks/recipes_table.py", *(argv if argv is not None
                                                                                else sys.argv[1:])])
-    body = document_body(results, settings, command, failures)
+    body = document_body(results, settings, command, failures, args.note)
     write_document(args.doc, body)
     print(format_table(results, gpu_column=gpu_description() is not None))
     print(f"\nwritten to {args.doc} ({SECTION_HEADING})")

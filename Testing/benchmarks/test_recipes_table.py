@@ -19,7 +19,7 @@ def setup(kits_dataset, tmp_path):
     runner = FakeRunner(kits_dataset, tiny_package(tmp_path / "tiny"), fail=["beta"], recipes=["alpha", "beta"])
     argv = [str(kits_dataset), "--budget", "smoke", "--train-cases", str(tmp_path / "train.txt"),
             "--test-cases", str(tmp_path / "test.txt"), "--work", str(tmp_path / "work"), "--doc", str(doc),
-            "--threads", "1"]
+            "--threads", "1", "--note", "Ran beside nothing else."]
     return runner, argv, doc, tmp_path / "work"
 
 
@@ -53,6 +53,7 @@ def test_table_from_every_recipe_and_the_peer(setup):
     assert text.startswith("# Recipes\n\nWritten by hand.\n\n## Results at equal budget\n")
     assert text.endswith("## Notes\nkept\n") and "\nold\n" not in text
     assert "logical CPUs" in text and "budget `smoke`" in text and "synthetic" in text
+    assert "ran with 1 torch thread(s)" in text and "\nRan beside nothing else.\n" in text
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows[1].startswith("| alpha | 3 x 4 | 1.000 |") and rows[2].startswith("| nnU-Net v2 | 3 x 4 | 1.000 |")
     assert "`beta`" in text and "it matches nnU-Net v2" in text
