@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--iterations", type=int, default=25)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    parser.add_argument("--replay-ratio", type=float, default=1.0)
     parser.add_argument("--work", type=Path, default=Path("work_runs/finetune_shifted"))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
@@ -100,13 +102,15 @@ def main() -> None:
     started = time.perf_counter()
     result = finetune(args.model, corrections, replay=args.replay, holdout=0.5, epochs=args.epochs,
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
+                      optimizer=args.optimizer, replay_ratio=args.replay_ratio,
                       store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store, args.model, args.original, original)
     original_after = evaluate(store, new_model, args.original, original)
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
-          f"({args.epochs} epochs x {args.iterations} steps, lr {args.lr}, replay {args.replay}), {seconds:.0f} s")
+          f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, replay {args.replay} "
+          f"x{args.replay_ratio}), {seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
     print("| domain | region | Dice before | Dice after | change |")
     print("|---|---|---|---|---|")

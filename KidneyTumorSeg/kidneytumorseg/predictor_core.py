@@ -186,22 +186,44 @@ def localize(
     return boxes
 
 
+def grow_to_tile(box: Box, tile_mm: Sequence[float], spacing: Sequence[float], shape: Sequence[int]) -> Box:
+    """``box`` grown about its centre to at least one tile (``tile_mm`` per axis, as far as the volume allows).
+
+    A box smaller than the segmenter's tile would be padded with a constant around it: the network would see
+    an image it never saw in training (no body around the kidney) and label it worse than the whole-volume run
+    does; grown, the tile holds the real surroundings."""
+    grown = []
+    for cut, size_mm, step, length in zip(box, tile_mm, spacing, shape, strict=True):
+        wanted = min(int(length), math.ceil(size_mm / step))
+        extent = cut.stop - cut.start
+        if extent >= wanted:
+            grown.append(cut)
+            continue
+        start = max(0, cut.start - (wanted - extent) // 2)
+        start = min(start, int(length) - wanted)
+        grown.append(slice(start, start + wanted))
+    return tuple(grown)  # type: ignore[return-value]
+
+
 def _probabilities_in_boxes(
     volume: np.ndarray, spacing: Sequence[float], members: Sequence[torch.nn.Module], settings: PredictorSettings,
     boxes: Sequence[Box], report: Report, cancel: CancelEvent | None,
 ) -> np.ndarray:
     crop_settings = replace(settings, normalization=resolve_normalization(volume, settings.normalization))
     runner = Runner(settings)
+    tile_mm = [p * t for p, t in zip(settings.patch_size, settings.target_spacing, strict=True)]
     result: np.ndarray | None = None
     for index, box in enumerate(boxes):
         start, end = index / len(boxes), (index + 1) / len(boxes)
-        crop = np.ascontiguousarray(volume[box])
+        grown = grow_to_tile(box, tile_mm, spacing, volume.shape)  # segmented with its surroundings, kept: box
+        crop = np.ascontiguousarray(volume[grown])
         probabilities = _probabilities(crop, spacing, members, crop_settings, span(report, start, end), cancel,
                                        runner)
         if result is None:
             result = np.zeros((probabilities.shape[0], *volume.shape), dtype=np.float32)
             result[BACKGROUND] = 1.0
-        result[(slice(None), *box)] = probabilities
+        inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))
+        result[(slice(None), *box)] = probabilities[(slice(None), *inner)]
     return result  # type: ignore[return-value]
 
 

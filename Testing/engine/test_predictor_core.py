@@ -13,6 +13,7 @@ from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor_core import (
     CascadeSettings,
     PredictorSettings,
+    grow_to_tile,
     localize,
     merge_boxes,
     predict,
@@ -188,3 +189,11 @@ def test_progress_is_monotonic_and_ends_at_one_and_cancel_raises():
 
     with pytest.raises(Cancelled):
         predict(_ct(), SPACING, [_pointwise_net(1)], _settings(), cancel=CancelAfter(3))
+
+
+def test_boxes_smaller_than_a_tile_grow_to_one_about_their_centre_within_the_volume():
+    tile_mm, spacing, shape = (60.0, 80.0, 80.0), (3.0, 2.0, 2.0), (100, 200, 30)  # tile: 20 x 40 x 40 voxels
+    grown = grow_to_tile((slice(40, 50), slice(0, 10), slice(5, 25)), tile_mm, spacing, shape)
+    assert grown == (slice(35, 55), slice(0, 40), slice(0, 30))  # centred; moved off the edge; whole short axis
+    large = (slice(10, 90), slice(50, 150), slice(0, 30))
+    assert grow_to_tile(large, tile_mm, spacing, shape) == large

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -239,7 +240,8 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
                         f"that one with `kidneytumorseg models remove {package.name}@{new}`).")
 
 
-def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str) -> None:
+def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
+                    replay_ratio: float = 1.0) -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
@@ -248,12 +250,27 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
         problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; 1e-3 is usual")
     if optimizer not in OPTIMIZERS:
         problems.append(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if type(replay_ratio) not in (int, float) or not replay_ratio > 0:
+        problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; 1 is usual")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
 
+def replay_subset(replay_ids: Sequence[str], corrections: int, ratio: float, seed: int) -> list[str]:
+    """``round(corrections * ratio)`` of the replay cases (all when there are fewer), drawn with ``seed``.
+
+    Patches are drawn from the training cases uniformly, so with 8 corrections beside 240 replayed cases the
+    corrections would make 3 % of what the network sees; ratio 1 makes them half."""
+    wanted = max(1, round(corrections * ratio))
+    if wanted >= len(replay_ids):
+        return list(replay_ids)
+    chosen = np.random.default_rng(seed).choice(len(replay_ids), size=wanted, replace=False)
+    return sorted(replay_ids[i] for i in chosen)
+
+
 def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase], corrections: Path,
-                replay: Path | None, work: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+                replay: Path | None, work: Path, replay_ratio: float = 1.0, seed: int = 0
+                ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """One preprocessed folder per distinct member preprocessing (usually one): its folder and training ids."""
     groups: dict[str, dict[str, Any]] = {}
     replay_ids: list[str] = []
@@ -269,6 +286,7 @@ def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase],
             raise FinetuneError(f"No fine-tune case could be preprocessed for member {member.name} "
                                 f"({', '.join(f'{k}: {v}' for k, v in done.skipped.items())}); fix those cases.")
         extra = add_replay(replay, plans, folder) if replay is not None else []
+        extra = replay_subset(extra, len(ids), replay_ratio, seed) if extra else []
         replay_ids += [i for i in extra if i not in replay_ids]
         groups[key] = {"folder": folder, "ids": ids + extra}
     return groups, replay_ids
@@ -333,17 +351,20 @@ def _write_new_package(package: ModelPackage, version: str, tuned: Mapping[str, 
 def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: str | os.PathLike[str] | None = None,
              holdout: float = 0.3, epochs: int = 5, iterations: int = 20, learning_rate: float = 1e-3,
              optimizer: str = "sgd", augmentation: bool = True, version: str | None = None,
-             store: ModelStore | None = None, work_dir: str | os.PathLike[str] | None = None, seed: int = 0,
-             device: str = "cpu", threads: int | None = None, workers: int = 0,
+             replay_ratio: float = 1.0, store: ModelStore | None = None,
+             work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
+             threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
-    ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
+    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 1 makes half the
+    patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
+    the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
-    _check_settings(holdout, epochs, iterations, learning_rate, optimizer)
+    _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio)
     device = str(select_device(device))  # "auto" -> the device found, for training and evaluation alike
     store = store or ModelStore.default()
     package = store.resolve(model_spec)
@@ -361,11 +382,13 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     logger.info("%d corrected case(s): fine-tune on %s, hold out %s", len(cases), train_ids, holdout_ids)
     report_progress("preprocess", 0.0)
     segmenters = list(package.segmenters)
-    groups, replay_ids = _preprocess(segmenters, [by_id[i] for i in train_ids], corrections, replay_dir, work)
+    groups, replay_ids = _preprocess(segmenters, [by_id[i] for i in train_ids], corrections, replay_dir, work,
+                                     replay_ratio, seed)
     seconds = {"preprocess": time.perf_counter() - started}
 
     options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
+               "replay_ratio": replay_ratio,
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it

@@ -57,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--replay", type=Path, metavar="DIR",
                         help="original training data to mix in: a preprocessed folder (plans.json) made with the "
                              "package's spacing and normalisation, or a dataset folder")
+    parser.add_argument("--replay-ratio", type=float, default=1.0, metavar="R",
+                        help="replayed cases per corrected training case (default 1: half the patches come from "
+                             "the corrections)")
     parser.add_argument("--holdout", type=float, default=0.3,
                         help="fraction of the corrections held out to compare old and new (default 0.3)")
     schedule = parser.add_argument_group("schedule")
@@ -153,8 +156,9 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
     return finetune(
         args.model, args.corrections, replay=args.replay, holdout=args.holdout, epochs=args.epochs,
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
-        augmentation=not args.no_augmentation, version=args.version, store=store, work_dir=args.work_dir,
-        seed=args.seed, device=args.device, threads=args.threads, workers=args.workers, progress=progress)
+        augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio, store=store,
+        work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
+        progress=progress)
 
 
 @contextlib.contextmanager
