@@ -26,6 +26,7 @@ from kidneytumorseg_training.finetune import (
     finetune,
     next_patch_version,
     package_plans,
+    replay_subset,
 )
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
@@ -243,3 +244,14 @@ def test_package_plans_keep_the_members_image_interpolation(tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     spline = ModelPackage.load(manifest_path.parent).segmenters[0]
     assert package_plans(spline, "d")["image_interpolation"] == "bspline"
+
+
+def test_replay_is_a_seeded_subset_sized_by_the_ratio():
+    replayed = [f"{REPLAY_PREFIX}case_{i:05d}" for i in range(240)]
+    half = replay_subset(replayed, corrections=8, ratio=1.0, seed=0)
+    assert len(half) == 8 and set(half) <= set(replayed) and half == sorted(half)
+    assert replay_subset(replayed, corrections=8, ratio=1.0, seed=0) == half  # reproducible
+    assert len(replay_subset(replayed, corrections=8, ratio=2.5, seed=0)) == 20
+    assert replay_subset(replayed[:5], corrections=8, ratio=1.0, seed=0) == replayed[:5]  # fewer: all of them
+    with pytest.raises(FinetuneError, match="replay_ratio"):
+        finetune("kits-demo", "nowhere", replay_ratio=0)
