@@ -19,15 +19,8 @@ from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import plan_network
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.cli.main import main
-from kidneytumorseg_training.finetune import (
-    REPLAY_PREFIX,
-    FinetuneError,
-    add_replay,
-    finetune,
-    next_patch_version,
-    package_plans,
-    replay_subset,
-)
+from kidneytumorseg_training.finetune import finetune, next_patch_version, package_plans
+from kidneytumorseg_training.finetune_data import REPLAY_PREFIX, FinetuneError, add_replay, replay_subset
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
 SOURCES = ("case_00112", "case_00161")
@@ -203,6 +196,8 @@ def test_replay_cases_join_under_a_prefix_and_other_preprocessing_is_refused(tmp
     assert ids == [f"{REPLAY_PREFIX}case_00000", f"{REPLAY_PREFIX}case_00001"]
     assert json.loads((folder / f"{ids[0]}.json").read_text())["case_id"] == ids[0]
     assert (folder / f"{ids[0]}.image.npy").resolve() == (replay / "case_00000.image.npy").resolve()
+    one = add_replay(replay, package_plans(member, "corrections"), tmp_path / "pre1", corrections=1, ratio=1.0)
+    assert len(one) == 1 and sorted(p.name for p in (tmp_path / "pre1").glob("*.json")) == [f"{one[0]}.json"]
     other = MemberSpec(**{**member.__dict__, "preprocessing": {"target_spacing": [6.0, 6.0, 6.0],
                                                                "normalization": NORMALIZATION}})
     with pytest.raises(FinetuneError, match="target_spacing.*normalization.*raw dataset folder"):

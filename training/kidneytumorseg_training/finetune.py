@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -49,16 +46,12 @@ from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor import cascade_settings, settings_for
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
-    CORRECTION_RECORD,
-    DatasetError,
     TrainingCase,
-    check_case,
-    find_training_cases,
 )
+from kidneytumorseg_training.finetune_data import FinetuneError, add_replay, usable_corrections
 from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
-from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, load_plans, validate_plans
-from kidneytumorseg_training.preprocessing import case_files, is_case_complete, preprocess_dataset
-from kidneytumorseg_training.sampling import complete_case_ids
+from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, validate_plans
+from kidneytumorseg_training.preprocessing import preprocess_dataset
 from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
@@ -66,16 +59,10 @@ from kidneytumorseg_training.validation import validate_cases, write_validation_
 
 logger = logging.getLogger(__name__)
 
-REPLAY_PREFIX = "replay_"
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 PACKAGE_REPORT_STEM = "finetune_report"  # the report's name inside the new package folder
-MIN_CASES = 2
 BATCH_SIZE = 2
 Progress = Callable[[str, float], None]
-
-
-class FinetuneError(KidneyTumorSegError, ValueError):
-    """Fine-tuning cannot run as asked; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -96,38 +83,6 @@ def next_patch_version(version: str) -> str:
     """``"1.0.0"`` -> ``"1.0.1"``."""
     major, minor, patch = parse_version(version)
     return f"{major}.{minor}.{patch + 1}"
-
-
-def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str, str]]:
-    """The checked corrected cases of ``corrections`` and the skipped ones (case id -> why), each named in the log.
-    FinetuneError unless the folder is a corrections export with at least 2 usable cases."""
-    need = (f"Fine-tuning needs at least {MIN_CASES} usable corrected cases (one to train on, one to check the "
-            f"result on): export more corrections from the Slicer module into {corrections}.")
-    try:
-        found = find_training_cases(corrections)
-    except DatasetError as error:
-        raise FinetuneError(f"{error} {need}") from error
-    if any(case.source != "corrections" for case in found):
-        raise FinetuneError(f"{corrections} is not a corrections export: no case_<id> folder holds "
-                            f"{CORRECTION_RECORD} (half-written exports lack it). {need} Give other training data "
-                            f"as --replay.")
-    names = {case.case_id for case in found}
-    incomplete = f"incomplete export (no {CORRECTION_RECORD}, imaging or segmentation): export it again"
-    skipped = {p.name: incomplete for p in sorted(corrections.iterdir())
-               if p.is_dir() and p.name.startswith("case_") and p.name not in names}
-    usable = []
-    for case in found:
-        try:
-            check_case(case)
-        except DatasetError as error:
-            logger.warning("skipping the correction %s: %s", case.case_id, error)
-            skipped[case.case_id] = str(error)
-        else:
-            usable.append(case)
-    if len(usable) < MIN_CASES:
-        bad = f" Skipped: {', '.join(sorted(skipped))}." if skipped else ""
-        raise FinetuneError(f"{corrections} holds {len(usable)} usable corrected case(s).{bad} {need}")
-    return usable, skipped
 
 
 def check_finetunable(package: ModelPackage) -> None:
@@ -155,52 +110,6 @@ def package_plans(member: MemberSpec, dataset: str) -> dict[str, Any]:
         "patch_size": list(member.patch_size), "batch_size": BATCH_SIZE, "network": network,
         "num_classes": NUM_CLASSES, "fingerprint": {},
     })
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        target.symlink_to(source.resolve())
-    except OSError:  # no symlinks (Windows without the privilege): copy instead
-        shutil.copy2(source, target)
-
-
-def add_replay(replay: Path, plans: Mapping[str, Any], folder: Path) -> list[str]:
-    """Put the replay cases into the preprocessed ``folder`` with ids prefixed ``replay_``; return their ids.
-
-    ``replay`` is a preprocessed folder (its files are linked, its plan must match the package's spacing and
-    normalisation) or a dataset folder in any layout ``find_training_cases`` reads (preprocessed here)."""
-    if not (replay / "plans.json").is_file():
-        cases = [TrainingCase(REPLAY_PREFIX + c.case_id, c.image, c.label, c.source)
-                 for c in find_training_cases(replay)]
-        report = preprocess_dataset(cases, plans, folder, jobs=1, progress=False, on_error="skip")
-        return sorted(report.done + report.reused)
-    theirs = load_plans(replay)
-    differ = [key for key in ("normalization", "image_interpolation") if theirs[key] != plans[key]]
-    if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(theirs["target_spacing"], plans["target_spacing"],
-                                                                 strict=True)):
-        differ.insert(0, "target_spacing")
-    if differ:
-        raise FinetuneError(
-            f"{replay} was preprocessed with other {', '.join(differ)} than the package uses "
-            f"({', '.join(f'{k} {theirs[k]} instead of {plans[k]}' for k in differ)}). Replay data must be "
-            f"preprocessed as the package expects: give the raw dataset folder as --replay instead.")
-    ids = []
-    folder.mkdir(parents=True, exist_ok=True)
-    for case_id in complete_case_ids(replay):
-        new_id = REPLAY_PREFIX + case_id
-        ids.append(new_id)
-        if is_case_complete(folder, new_id):
-            continue
-        source, target = case_files(replay, case_id), case_files(folder, new_id)
-        for key in ("image", "label", "locations"):
-            _link_or_copy(source[key], target[key])
-        record = json.loads(source["record"].read_text(encoding="utf-8"))
-        record.update(case_id=new_id, replayed_from=str(source["record"].resolve()))
-        write_text_atomic(target["record"], json.dumps(record, indent=2))  # last: marks the case complete
-    if not ids:
-        raise FinetuneError(f"{replay} holds no complete preprocessed case to replay; preprocess it first.")
-    return ids
 
 
 def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
@@ -256,18 +165,6 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
         raise FinetuneError("; ".join(problems) + ".")
 
 
-def replay_subset(replay_ids: Sequence[str], corrections: int, ratio: float, seed: int) -> list[str]:
-    """``round(corrections * ratio)`` of the replay cases (all when there are fewer), drawn with ``seed``.
-
-    Patches are drawn from the training cases uniformly, so with 8 corrections beside 240 replayed cases the
-    corrections would make 3 % of what the network sees; ratio 1 makes them half."""
-    wanted = max(1, round(corrections * ratio))
-    if wanted >= len(replay_ids):
-        return list(replay_ids)
-    chosen = np.random.default_rng(seed).choice(len(replay_ids), size=wanted, replace=False)
-    return sorted(replay_ids[i] for i in chosen)
-
-
 def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase], corrections: Path,
                 replay: Path | None, work: Path, replay_ratio: float = 1.0, seed: int = 0
                 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -285,8 +182,7 @@ def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase],
         if not ids:
             raise FinetuneError(f"No fine-tune case could be preprocessed for member {member.name} "
                                 f"({', '.join(f'{k}: {v}' for k, v in done.skipped.items())}); fix those cases.")
-        extra = add_replay(replay, plans, folder) if replay is not None else []
-        extra = replay_subset(extra, len(ids), replay_ratio, seed) if extra else []
+        extra = add_replay(replay, plans, folder, len(ids), replay_ratio, seed) if replay is not None else []
         replay_ids += [i for i in extra if i not in replay_ids]
         groups[key] = {"folder": folder, "ids": ids + extra}
     return groups, replay_ids
