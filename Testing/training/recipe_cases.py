@@ -8,14 +8,18 @@ voxels a side, so preprocessing, training and prediction take seconds.
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 from fixture_cases import SAMPLE_CASES, SAMPLE_DIR
+from safetensors import safe_open
+from safetensors.torch import save_file
 from scipy import ndimage
 
-from kidneytumorseg.model_package import ModelPackage
+from kidneytumorseg.model_package import MANIFEST_NAME, ModelPackage, file_sha256
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 
 MARGIN = 4  # voxels around the kidney
@@ -68,14 +72,6 @@ def biased_copy(package: Path, folder: Path, biases: dict[str, dict[int, float]]
     """A copy of ``package`` in ``folder`` whose members named in ``biases`` get ``value`` added to the bias of
     output channel ``channel`` of their full-resolution head (``{member: {channel: value}}``), with the manifest's
     sha256 updated: a smoke-trained member made to say one class everywhere, to show where its output goes."""
-    import json
-    import shutil
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from kidneytumorseg.model_package import MANIFEST_NAME, file_sha256
-
     shutil.copytree(package, folder)
     manifest = json.loads((folder / MANIFEST_NAME).read_text())
     members = {member["name"]: member for member in manifest["members"]}
