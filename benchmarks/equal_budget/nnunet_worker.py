@@ -71,6 +71,9 @@ def budget_trainer_class(epochs: int, iterations: int, val_iterations: int) -> t
             self.num_epochs = epochs
             self.num_iterations_per_epoch = iterations
             self.num_val_iterations_per_epoch = val_iterations
+            # nnU-Net writes checkpoint_latest.pth every 50 epochs; a CPU epoch can take ten minutes, so keep
+            # every epoch: a stopped run then loses at most one (a rerun continues from it).
+            self.save_every = 1
 
     return EqualBudgetTrainer
 

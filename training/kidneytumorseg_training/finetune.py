@@ -1,6 +1,6 @@
 """Fine-tune a model package on corrections exported by the Slicer module: a new version of the package.
 
-    result = finetune("kits-demo@1.0.0", Path("corrections"), epochs=5, iterations=20)
+    result = finetune("kits-demo@1.0.0", Path("corrections"), epochs=20, iterations=20)
     result.version                  # "1.0.1", imported into the user model store beside 1.0.0
     result.before, result.after     # KiTS metrics of the held-out corrected cases, old and new members
 
@@ -245,16 +245,16 @@ def _write_new_package(package: ModelPackage, version: str, tuned: Mapping[str, 
 
 
 def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: str | os.PathLike[str] | None = None,
-             holdout: float = 0.3, epochs: int = 5, iterations: int = 20, learning_rate: float = 1e-3,
-             optimizer: str = "sgd", augmentation: bool = True, version: str | None = None,
-             replay_ratio: float = 1.0, store: ModelStore | None = None,
+             holdout: float = 0.3, epochs: int = 20, iterations: int = 20, learning_rate: float = 1e-3,
+             optimizer: str = "adam", augmentation: bool = True, version: str | None = None,
+             replay_ratio: float = 2.0, store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
-    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 1 makes half the
+    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 2 makes a third of the
     patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
     the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""

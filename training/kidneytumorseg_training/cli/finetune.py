@@ -57,17 +57,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--replay", type=Path, metavar="DIR",
                         help="original training data to mix in: a preprocessed folder (plans.json) made with the "
                              "package's spacing and normalisation, or a dataset folder")
-    parser.add_argument("--replay-ratio", type=float, default=1.0, metavar="R",
-                        help="replayed cases per corrected training case (default 1: half the patches come from "
-                             "the corrections)")
+    parser.add_argument("--replay-ratio", type=float, default=2.0, metavar="R",
+                        help="replayed cases per corrected training case (default 2: a third of the patches come "
+                             "from the corrections)")
     parser.add_argument("--holdout", type=float, default=0.3,
                         help="fraction of the corrections held out to compare old and new (default 0.3)")
     schedule = parser.add_argument_group("schedule")
-    schedule.add_argument("--epochs", type=int, default=5, help="epochs (default 5)")
+    schedule.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
     schedule.add_argument("--iterations", type=int, default=20, help="training steps per epoch (default 20)")
     schedule.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
-    schedule.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd",
-                          help="sgd: Nesterov + poly decay (default); adam")
+    schedule.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
+                          help="adam (default; SGD at 1e-3 for a short schedule barely moves the weights, see "
+                               "docs/training.md); sgd: Nesterov + poly decay")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
     output = parser.add_argument_group("output")
     output.add_argument("--version", help="version of the new package (default: the next patch version)")
