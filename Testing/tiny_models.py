@@ -15,12 +15,12 @@ NORMALIZATION = {"scheme": "clip_zscore", "clip": [-79.0, 304.0], "mean": 101.0,
 PATCH, SPACING = (16, 32, 32), (6.0, 6.0, 6.0)
 
 
-def make_tiny_store(root: Path, localizer: bool = True, base_features: int = 4) -> ModelStore:
-    """A store (bundled folder empty) whose user folder holds tiny@1.0.0 (without its localizer if asked)."""
+def make_tiny_store(root: Path) -> ModelStore:
+    """A store (bundled folder empty) whose user folder holds tiny@1.0.0."""
     torch.manual_seed(0)
-    network = plan_network(PATCH, SPACING, base_features=base_features, deep_supervision=False).to_dict()
+    network = plan_network(PATCH, SPACING, base_features=4, deep_supervision=False).to_dict()
     coarse = plan_network((16, 16, 16), (12.0, 12.0, 12.0), base_features=4, max_features=8).to_dict()
-    localizer_spec = {"name": "localizer", "role": "localizer", "network": coarse, "patch_size": [16, 16, 16],
+    localizer = {"name": "localizer", "role": "localizer", "network": coarse, "patch_size": [16, 16, 16],
                  "preprocessing": {"target_spacing": [12.0] * 3, "normalization": NORMALIZATION}}
     write_package(
         root / "user" / "tiny" / "1.0.0", name="tiny", version="1.0.0", description="random weights",
@@ -29,6 +29,6 @@ def make_tiny_store(root: Path, localizer: bool = True, base_features: int = 4) 
         postprocessing={"max_kidney_components": 2, "remove_masses_not_touching_kidney": True,
                         "min_component_ml": 0.0, "hysteresis": None},
         members=[({"name": "fold0"}, build_network(network).state_dict()),
-                 *([(localizer_spec, build_network(coarse).state_dict())] if localizer else [])],
+                 (localizer, build_network(coarse).state_dict())],
         provenance={"recipe": "random weights for tests"})
     return ModelStore(root / "bundled", root / "user")
