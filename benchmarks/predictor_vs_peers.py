@@ -122,7 +122,7 @@ PEERS = ("ours", "nnunet", "monai")
 PEER_NAMES = {"ours": "ours", "nnunet": "nnU-Net v2", "monai": "MONAI"}
 ACCUMULATIONS = ("logits", "softmax")
 WEIGHTINGS = ("own", "shared")
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "half")  # "half": ours with --precision half (bfloat16 autocast on a CPU)
 TASKS = ("cascade", "localizer", "forward", "profile")
 
 
@@ -186,7 +186,9 @@ class Variant:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
         if self.peer == "ours" and (self.accumulate, self.weights) != ("softmax", "own"):
             raise ValueError("Ours averages softmax with its own Gaussian; use Variant('ours', 'softmax').")
-        if self.peer != "nnunet" and self.precision != "fp32":
+        if self.precision == "half" and self.peer != "ours":
+            raise ValueError("precision 'half' is our predictor's --precision half; the peers run float32 networks.")
+        if self.peer != "nnunet" and self.precision == "fp16":
             object.__setattr__(self, "precision", "fp32")
 
     @property
@@ -207,7 +209,8 @@ class Variant:
 
     def describe(self) -> str:
         if self.peer == "ours":
-            return "softmax averaged, own Gaussian, fp32"
+            return "softmax averaged, own Gaussian, " + (
+                "network in bfloat16 (--precision half)" if self.precision == "half" else "fp32")
         if self.as_shipped:
             return f"as shipped: logits averaged, own Gaussian, {self.precision}"
         return (f"{self.accumulate} averaged, {'our' if self.weights == 'shared' else 'own'} Gaussian, "
@@ -215,6 +218,7 @@ class Variant:
 
 
 OURS = Variant("ours", "softmax", "own", "fp32")
+OURS_HALF = Variant("ours", "softmax", "own", "half")  # not identical settings: a row of its own, for speed
 AS_SHIPPED = (Variant("nnunet"), Variant("monai"))
 AGREEMENT_VARIANTS = (Variant("nnunet", "softmax", "shared", "fp16"), Variant("nnunet", "softmax", "shared", "fp32"),
                       Variant("monai", "softmax", "shared"))
@@ -351,7 +355,8 @@ def peer_runner(variant: Variant, network: torch.nn.Module,
     if variant.peer == "ours":
         def run_ours(volume: np.ndarray) -> torch.Tensor:
             return sliding_window_predict(network, volume, config.patch_size, config.overlap, config.mirror_axes,
-                                          SIGMA_SCALE, batch_size=1, device="cpu")
+                                          SIGMA_SCALE, batch_size=1, device="cpu",
+                                          half_precision=variant.precision == "half")
         return run_ours
     softmax = variant.accumulate == "softmax"
     if variant.peer == "nnunet":
@@ -637,7 +642,7 @@ Results = dict[str, list[dict[str, Any]]]
 
 def _run_all(args: argparse.Namespace, workdir: Path) -> Results:
     """The timed rows interleaved in a rotated order per repeat (outputs saved from repeat 1), then the rest."""
-    timed = [OURS.key, *(v.key for v in AS_SHIPPED), "forward", *(("cascade", "localizer") if args.cascade else ())]
+    timed = [OURS.key, *(v.key for v in AS_SHIPPED), OURS_HALF.key, "forward", *(("cascade", "localizer") if args.cascade else ())]
     results: Results = {}
     logger.info("Warm-up (discarded): the network forward alone")
     run_measurement("forward", workdir, save_output=False)

@@ -30,6 +30,7 @@ from kidneytumorseg.input_checks import check_ct_volume, check_prediction_memory
 from kidneytumorseg.model_package import MemberSpec, ModelPackage, build_member, default_builder
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.postprocessing import PostprocessingSettings
+from kidneytumorseg.precision import PrecisionError, check_precision, use_half_precision
 from kidneytumorseg.predictor_core import CascadeSettings, PredictorSettings, predict
 from kidneytumorseg.refinement import RefinementSettings, predict_two_stage
 
@@ -49,6 +50,8 @@ class PredictionOptions:
     members: names of the segmenter and/or refiner members to use (e.g. folds), overriding the quality's
     choice for the role(s) named.
     cascade: use the package's localizer to segment only around the kidneys (default: when it has one).
+    precision: ``auto`` (half precision on CUDA and on CPUs with native bfloat16, else float32), ``fp32`` or
+    ``half`` (:mod:`kidneytumorseg.precision`).
     """
 
     quality: str = "default"
@@ -58,10 +61,15 @@ class PredictionOptions:
     cascade: bool | None = None
     allow_non_ct: bool = False
     batch_size: int = 1
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.quality not in QUALITIES:
             raise InputImageError(f"quality must be one of {', '.join(QUALITIES)}, not {self.quality!r}.")
+        try:
+            object.__setattr__(self, "precision", check_precision(self.precision))
+        except PrecisionError as error:
+            raise InputImageError(str(error)) from error
 
 
 @dataclass
@@ -93,9 +101,10 @@ def settings_for(member: MemberSpec, **overrides: Any) -> PredictorSettings:
     )
 
 
-def cascade_settings(localizer: MemberSpec, device: str) -> CascadeSettings:
+def cascade_settings(localizer: MemberSpec, device: str, half_precision: bool = False) -> CascadeSettings:
     """The coarse-to-fine settings of a package's localizer member (it runs without mirroring)."""
-    return CascadeSettings(localizer=settings_for(localizer, device=device, mirror_axes=()))
+    return CascadeSettings(localizer=settings_for(localizer, device=device, mirror_axes=(),
+                                                  half_precision=half_precision))
 
 
 class Predictor:
@@ -106,6 +115,7 @@ class Predictor:
         self.package = package
         self.options = options or PredictionOptions()
         self.device = select_device(self.options.device)
+        self.half_precision = use_half_precision(self.options.precision, self.device)
         self.segmenter_specs = self._choose("segmenter")
         self.settings = self._shared_settings(self.segmenter_specs)
         self.members = [build_member(package, spec, builder=builder, device=str(self.device))
@@ -122,7 +132,8 @@ class Predictor:
             )
         self.localizer = build_member(package, localizer_spec, builder=builder, device=str(self.device)) \
             if use_cascade else None
-        self.cascade = cascade_settings(localizer_spec, str(self.device)) if use_cascade else None
+        self.cascade = cascade_settings(localizer_spec, str(self.device), self.half_precision) \
+            if use_cascade else None
         self.postprocessing = PostprocessingSettings.from_dict(package.postprocessing)
         self.refinement = RefinementSettings(
             self._shared_settings(self.refiner_specs), self.refiner_specs[0].inputs.stage_input,  # type: ignore[arg-type]
@@ -165,7 +176,8 @@ class Predictor:
                 )
         mirror = None if self.options.quality == "best" else ()
         return settings_for(first, device=str(self.device), tile_overlap=self.options.tile_overlap,
-                            mirror_axes=mirror, batch_size=self.options.batch_size)
+                            mirror_axes=mirror, batch_size=self.options.batch_size,
+                            half_precision=self.half_precision)
 
     def segment(self, image: sitk.Image, progress: ProgressCallback | None = None, cancel: Any = None,
                 name: str = "input image") -> SegmentationResult:

@@ -16,13 +16,13 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from kidneytumorseg.errors import Cancelled
+from kidneytumorseg.precision import autocast_context
 
 logger = logging.getLogger(__name__)
 
@@ -105,13 +105,11 @@ def _forward_softmax(
     half_precision: bool,
 ) -> torch.Tensor:
     """Softmax of the network on a batch, averaged over all mirrorings (each flipped back), float32."""
-    use_autocast = half_precision and batch.device.type == "cuda"
-    context = torch.autocast("cuda", dtype=torch.float16) if use_autocast else nullcontext()
     total = None
     for flip in flip_sets:
         dims = [2 + axis for axis in flip]
         inputs = torch.flip(batch, dims) if dims else batch
-        with context:
+        with autocast_context(batch.device, half_precision):
             logits = network(inputs)
         if isinstance(logits, (list, tuple)):  # deep supervision: full resolution first
             logits = logits[0]
@@ -141,6 +139,8 @@ def sliding_window_predict(
 
     ``volume`` is the normalised volume, ``(S, P, L)`` or ``(channels, S, P, L)``. Tiles go to ``device`` in
     batches of ``batch_size``; the weighted sums are kept on ``accumulation_device`` (default: ``device``).
+    ``half_precision``: the network runs under autocast, float16 on CUDA and bfloat16 on a CPU
+    (:mod:`kidneytumorseg.precision`); softmax and sums stay float32.
     ``progress(stage, fraction)`` is called after every batch, the last time with 1.0; ``cancel.is_set()``
     is checked before every batch and raises Cancelled.
     """

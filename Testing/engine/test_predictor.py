@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from kidneytumorseg.errors import Cancelled, ModelPackageError, NotCTError
+from kidneytumorseg.errors import Cancelled, InputImageError, ModelPackageError, NotCTError
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.predictor import PredictionOptions, Predictor, image_from_array
 
@@ -48,6 +48,17 @@ def test_quality_chooses_members_and_mirroring(store):
     assert fast.settings.mirror_axes == () and best.settings.mirror_axes == (0, 1, 2)
     chosen = Predictor.from_store("random-test", PredictionOptions(device="cpu", members=("fold1",)), store)
     assert chosen.segmenter_specs[0].name == "fold1"
+
+
+def test_precision_reaches_every_stage(store):
+    half = Predictor.from_store("random-test", PredictionOptions(device="cpu", precision="half"), store)
+    assert half.half_precision and half.settings.half_precision
+    assert half.cascade is not None and half.cascade.localizer.half_precision
+    full = Predictor.from_store("random-test", PredictionOptions(device="cpu", precision="fp32"), store)
+    assert not full.half_precision and not full.settings.half_precision
+    assert full.cascade is not None and not full.cascade.localizer.half_precision
+    with pytest.raises(InputImageError, match="precision must be one of auto, fp32, half"):
+        PredictionOptions(precision="fp64")
 
 
 def test_cascade_is_used_when_the_package_has_a_localizer(store, sample_ct):

@@ -100,9 +100,23 @@ def test_tiled_equals_whole_volume_for_a_pointwise_net(volume):
 def test_batches_and_accumulation_device_do_not_change_the_result(volume):
     net = _flip_equivariant_net()
     one = sliding_window_predict(net, volume, PATCH, batch_size=1).numpy()
-    batched = sliding_window_predict(net, volume, PATCH, batch_size=5, accumulation_device="cpu",
-                                     half_precision=True).numpy()  # half precision is CUDA-only: ignored
+    batched = sliding_window_predict(net, volume, PATCH, batch_size=5, accumulation_device="cpu").numpy()
     np.testing.assert_allclose(one, batched, atol=1e-5)
+
+
+def test_half_precision_on_cpu_runs_the_network_in_bfloat16_and_keeps_float32_sums(volume):
+    seen: list[torch.dtype] = []
+    net = _flip_equivariant_net()
+    net.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    full = sliding_window_predict(net, volume, PATCH).numpy()
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    half = sliding_window_predict(net, volume, PATCH, half_precision=True)
+    assert set(seen) == {torch.bfloat16}
+    assert half.dtype == torch.float32
+    np.testing.assert_allclose(half.numpy().sum(axis=0), 1.0, atol=1e-5)
+    difference = np.abs(half.numpy() - full).max()
+    assert 0 < difference < 0.05  # bfloat16 rounding: different, but close
 
 
 def test_mirroring_a_flip_equivariant_net_changes_nothing(volume):

@@ -37,6 +37,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="fast: one member, no mirroring; default: all members; best: all members + mirroring")
     parser.add_argument("--members", help="comma-separated member (fold) names to use")
     parser.add_argument("--overlap", type=float, help="tile overlap in [0, 1) (default: the model's)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "half"],
+                        help="auto: half precision on CUDA (float16) and on CPUs with native bfloat16, float32 "
+                             "elsewhere; fp32: always float32; half: float16 on CUDA, bfloat16 on a CPU")
     cascade = parser.add_mutually_exclusive_group()
     cascade.add_argument("--cascade", dest="cascade", action="store_true", default=None,
                          help="segment only around the kidneys the localizer finds (default when available)")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         options = PredictionOptions(
             quality=args.quality, device=args.device, tile_overlap=args.overlap, cascade=args.cascade,
             members=tuple(args.members.split(",")) if args.members else None, allow_non_ct=args.allow_non_ct,
+            precision=args.precision,
         )
         store = ModelStore(default_bundled_dir(), args.store_dir) if args.store_dir else None
         report = predict_files(args.input, args.output, model=args.model or DEFAULT_MODEL, options=options,
