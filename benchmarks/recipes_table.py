@@ -84,6 +84,7 @@ class TableSettings:
     threads: int | None = None
     device: str = "auto"
     quality: str = "default"
+    precision: str = "fp32"  # nnU-Net's predictor runs float32 networks on a CPU: the same arithmetic
     force: bool = False
 
     @property
@@ -155,7 +156,8 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
     logger.info("%s: predicting %d test case(s)", name, len(settings.test_ids))
     output = runner([_tool("kidneytumorseg"), "predict", "-i", str(work / "test_input"), "-o", str(predictions),
                      "--model", f"{name}@{MODEL_VERSION}", "--store-dir", str(store), "--device", settings.device,
-                     "--quality", settings.quality, "--progress", "json"], log, settings.env)
+                     "--quality", settings.quality, "--precision", settings.precision, "--progress", "json"],
+                    log, settings.env)
     seconds = predict_seconds(output)
     missing = sorted(set(settings.test_ids) - set(seconds))
     if missing:
@@ -265,6 +267,9 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="prediction device")
     parser.add_argument("--quality", default="default", choices=["default", "best"],
                         help="`kidneytumorseg predict --quality`; best (with mirroring) also mirrors nnU-Net's")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "auto", "half"],
+                        help="`kidneytumorseg predict --precision` (default fp32, the arithmetic of nnU-Net's "
+                             "predictor on a CPU, so inference times compare)")
     parser.add_argument("--doc", type=Path, default=Path("docs/recipes.md"))
     parser.add_argument("--no-peer", action="store_true", help="leave nnU-Net v2 out")
     parser.add_argument("--peer-epochs", type=int, help="nnU-Net's epochs (default: the recipes')")
@@ -282,7 +287,8 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
     settings = TableSettings(
         dataset=args.dataset, train_ids=tuple(read_case_ids(args.train_cases, args.train_limit)),
         test_ids=tuple(read_case_ids(args.test_cases, args.test_limit)), work=args.work, budget=args.budget,
-        threads=args.threads, device=args.device, quality=args.quality, force=args.force)
+        threads=args.threads, device=args.device, quality=args.quality, precision=args.precision,
+        force=args.force)
     check_split(settings.dataset, settings.train_ids, settings.test_ids)
     write_case_ids(settings.train_ids, settings.work / "train_cases.txt")
     write_case_ids(settings.test_ids, settings.work / "test_cases.txt")

@@ -34,6 +34,7 @@ def test_table_from_every_recipe_and_the_peer(setup):
     predict = next(c for c in runner.commands if c[1] == "predict")
     assert predict[predict.index("--store-dir") + 1] == str(work / "models")
     assert predict[predict.index("--model") + 1] == "alpha@0.1.0"
+    assert predict[predict.index("--precision") + 1] == "fp32"  # nnU-Net's predictor runs float32 on a CPU
     assert sorted(p.name for p in (work / "test_input").iterdir()) == ["case_00003", "case_00004"]
     train = next(c for c in runner.commands if "train" in c and "equal_budget.nnunet_worker" in c)
     assert (train[train.index("--epochs") + 1], train[train.index("--iterations") + 1]) == ("3", "4")
