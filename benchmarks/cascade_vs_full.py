@@ -19,36 +19,27 @@ import argparse
 import logging
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from held_out_cases import add_case_arguments, load_package, read_cases
 
 from kidneytumorseg.image_io import read_ct, read_label_map
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_package import ModelPackage
-from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.predictor import PredictionOptions, Predictor
-from precision_agreement import read_cases
 
 MODES = {"full": False, "cascade": True}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", type=Path)
-    parser.add_argument("--cases-file", type=Path, help="case ids, comma- or line-separated (default: every case)")
-    parser.add_argument("--limit", type=int, help="only the first N of those cases")
-    parser.add_argument("--model", default="kits-demo", help="NAME[@VERSION] in the store, or a package folder")
-    parser.add_argument("--quality", default="default", choices=["fast", "default", "best"])
+    add_case_arguments(parser)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "auto", "half"])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    package = (ModelPackage.load(args.model) if Path(args.model).is_dir()
-               else ModelStore.default().resolve(args.model))
+    package = load_package(args.model)
     predictors = {mode: Predictor(package, PredictionOptions(quality=args.quality, device="cpu", cascade=cascade,
                                                              precision=args.precision))
                   for mode, cascade in MODES.items()}

@@ -19,16 +19,14 @@ import argparse
 import logging
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from held_out_cases import add_case_arguments, load_package, read_cases
 
 from kidneytumorseg.image_io import read_ct, read_label_map
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_package import ModelPackage
-from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.precision import cpu_has_native_bf16
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 
@@ -36,28 +34,14 @@ REGIONS = ("kidney_and_mass", "mass", "tumor")
 PRECISIONS = ("fp32", "half")
 
 
-def read_cases(dataset: Path, cases_file: Path | None, limit: int | None) -> list[str]:
-    if cases_file:
-        cases = [c.strip() for c in cases_file.read_text(encoding="utf-8").replace("\n", ",").split(",") if c.strip()]
-    else:
-        cases = sorted(p.name for p in dataset.glob("case_*") if (p / "imaging.nii.gz").is_file())
-    return cases[:limit] if limit else cases
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("dataset", type=Path)
-    parser.add_argument("--cases-file", type=Path, help="case ids, comma- or line-separated (default: every case)")
-    parser.add_argument("--limit", type=int, help="only the first N of those cases")
-    parser.add_argument("--model", default="kits-demo", help="NAME[@VERSION] in the store, or a package folder")
-    parser.add_argument("--quality", default="default", choices=["fast", "default", "best"])
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    add_case_arguments(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     cases = read_cases(args.dataset, args.cases_file, args.limit)
-    package = (ModelPackage.load(args.model) if Path(args.model).is_dir()
-               else ModelStore.default().resolve(args.model))
+    package = load_package(args.model)
     predictors = {precision: Predictor(package, PredictionOptions(quality=args.quality, device="cpu",
                                                                   precision=precision))
                   for precision in PRECISIONS}

@@ -642,7 +642,8 @@ Results = dict[str, list[dict[str, Any]]]
 
 def _run_all(args: argparse.Namespace, workdir: Path) -> Results:
     """The timed rows interleaved in a rotated order per repeat (outputs saved from repeat 1), then the rest."""
-    timed = [OURS.key, *(v.key for v in AS_SHIPPED), OURS_HALF.key, "forward", *(("cascade", "localizer") if args.cascade else ())]
+    timed = [OURS.key, *(v.key for v in AS_SHIPPED), OURS_HALF.key, "forward",
+             *(("cascade", "localizer") if args.cascade else ())]
     results: Results = {}
     logger.info("Warm-up (discarded): the network forward alone")
     run_measurement("forward", workdir, save_output=False)
