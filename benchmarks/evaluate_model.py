@@ -19,12 +19,12 @@ import statistics
 import time
 from pathlib import Path
 
+from held_out_cases import load_package, read_cases
+
 from kidneytumorseg.cli.evaluate import format_summary
 from kidneytumorseg.evaluation import CaseResult, summarize, write_case_csv
 from kidneytumorseg.image_io import read_ct, read_label_map
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_package import ModelPackage
-from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 
 
@@ -39,13 +39,8 @@ def main() -> None:
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if args.cases_file:
-        cases = [c.strip() for c in args.cases_file.read_text().split(",") if c.strip()]
-    else:
-        cases = sorted(p.name for p in args.dataset.glob("case_*") if (p / "imaging.nii.gz").is_file())
-    cases = cases[: args.limit] if args.limit else cases
-    package = (ModelPackage.load(args.model) if Path(args.model).is_dir()
-               else ModelStore.default().resolve(args.model))
+    cases = read_cases(args.dataset, args.cases_file, args.limit)
+    package = load_package(args.model)
     predictor = Predictor(package, PredictionOptions(quality=args.quality, cascade=args.cascade, device="cpu"))
     results, seconds = [], []
     print(f"# {package.name}@{package.version} on {len(cases)} case(s) of {args.dataset}, quality {args.quality}, "

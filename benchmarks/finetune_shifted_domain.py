@@ -31,6 +31,7 @@ from kidneytumorseg.image_io import read_ct, read_label_map, write_image_atomic
 from kidneytumorseg.metrics import compute_case_metrics
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
 from kidneytumorseg.predictor import PredictionOptions, Predictor
+from kidneytumorseg_training import finetune_defaults as defaults
 from kidneytumorseg_training.finetune import finetune
 from kidneytumorseg_training.synthetic.dataset import case_seed
 from kidneytumorseg_training.synthetic.generator import generate_ct
@@ -81,11 +82,11 @@ def main() -> None:
     parser.add_argument("--shifted-cases", type=int, default=10)
     parser.add_argument("--original-cases", type=int, default=10)
     # The defaults of `kidneytumorseg-train finetune` (docs/training.md says where they come from).
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--iterations", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
-    parser.add_argument("--replay-ratio", type=float, default=2.0)
+    parser.add_argument("--epochs", type=int, default=defaults.EPOCHS)
+    parser.add_argument("--iterations", type=int, default=defaults.ITERATIONS)
+    parser.add_argument("--lr", type=float, default=defaults.LEARNING_RATE)
+    parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER)
+    parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO)
     parser.add_argument("--work", type=Path, default=Path("work_runs/finetune_shifted"))
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()

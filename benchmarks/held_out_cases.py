@@ -1,6 +1,6 @@
 """What the held-out-case benchmarks share: the dataset, case-list and model arguments, and reading them.
 
-Used by benchmarks/precision_agreement.py and benchmarks/cascade_vs_full.py.
+Used by benchmarks/evaluate_model.py, precision_agreement.py and cascade_vs_full.py.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network
 from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor import cascade_settings, settings_for
+from kidneytumorseg_training import finetune_defaults as defaults
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
     TrainingCase,
@@ -245,9 +246,10 @@ def _write_new_package(package: ModelPackage, version: str, tuned: Mapping[str, 
 
 
 def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: str | os.PathLike[str] | None = None,
-             holdout: float = 0.3, epochs: int = 20, iterations: int = 20, learning_rate: float = 1e-3,
-             optimizer: str = "adam", augmentation: bool = True, version: str | None = None,
-             replay_ratio: float = 2.0, store: ModelStore | None = None,
+             holdout: float = defaults.HOLDOUT, epochs: int = defaults.EPOCHS, iterations: int = defaults.ITERATIONS,
+             learning_rate: float = defaults.LEARNING_RATE, optimizer: str = defaults.OPTIMIZER,
+             augmentation: bool = True, version: str | None = None, replay_ratio: float = defaults.REPLAY_RATIO,
+             store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:

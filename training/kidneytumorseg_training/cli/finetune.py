@@ -37,6 +37,7 @@ from kidneytumorseg.cli import json_lines
 from kidneytumorseg.cli.json_lines import CANCELLED_EXIT_CODE, ERROR_EXIT_CODE, PROGRESS_MODES
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.model_store import ModelStore, StoreEntry, default_bundled_dir, default_user_dir
+from kidneytumorseg_training import finetune_defaults as defaults
 
 if TYPE_CHECKING:
     from kidneytumorseg_training.finetune import FinetuneResult
@@ -57,16 +58,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--replay", type=Path, metavar="DIR",
                         help="original training data to mix in: a preprocessed folder (plans.json) made with the "
                              "package's spacing and normalisation, or a dataset folder")
-    parser.add_argument("--replay-ratio", type=float, default=2.0, metavar="R",
-                        help="replayed cases per corrected training case (default 2: a third of the patches come "
-                             "from the corrections)")
-    parser.add_argument("--holdout", type=float, default=0.3,
-                        help="fraction of the corrections held out to compare old and new (default 0.3)")
+    parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO, metavar="R",
+                        help=f"replayed cases per corrected training case (default {defaults.REPLAY_RATIO:g}: a third "
+                             f"of the patches come from the corrections)")
+    parser.add_argument("--holdout", type=float, default=defaults.HOLDOUT,
+                        help=f"fraction of the corrections held out to compare old and new (default "
+                             f"{defaults.HOLDOUT:g})")
     schedule = parser.add_argument_group("schedule")
-    schedule.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
-    schedule.add_argument("--iterations", type=int, default=20, help="training steps per epoch (default 20)")
-    schedule.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
-    schedule.add_argument("--optimizer", choices=["sgd", "adam"], default="adam",
+    schedule.add_argument("--epochs", type=int, default=defaults.EPOCHS, help=f"epochs (default {defaults.EPOCHS})")
+    schedule.add_argument("--iterations", type=int, default=defaults.ITERATIONS,
+                          help=f"training steps per epoch (default {defaults.ITERATIONS})")
+    schedule.add_argument("--lr", type=float, default=defaults.LEARNING_RATE,
+                          help=f"initial learning rate (default {defaults.LEARNING_RATE:g})")
+    schedule.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER,
                           help="adam (default; SGD at 1e-3 for a short schedule barely moves the weights, see "
                                "docs/training.md); sgd: Nesterov + poly decay")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")

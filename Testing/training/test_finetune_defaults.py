@@ -1,0 +1,24 @@
+"""The fine-tuning command and the ``finetune()`` API start from the same defaults (finetune_defaults.py)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+from kidneytumorseg_training import finetune_defaults as defaults
+from kidneytumorseg_training.cli import finetune as finetune_cli
+from kidneytumorseg_training.finetune import finetune
+
+
+def test_the_command_and_the_api_share_the_defaults():
+    parser = argparse.ArgumentParser()
+    finetune_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "corrections"])
+    api = inspect.signature(finetune).parameters
+    pairs = {"epochs": "epochs", "iterations": "iterations", "lr": "learning_rate", "optimizer": "optimizer",
+             "replay_ratio": "replay_ratio", "holdout": "holdout"}
+    for option, parameter in pairs.items():
+        assert getattr(args, option) == api[parameter].default, option
+    assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (
+        defaults.EPOCHS, defaults.ITERATIONS, defaults.LEARNING_RATE, defaults.OPTIMIZER, defaults.REPLAY_RATIO,
+        defaults.HOLDOUT)
