@@ -41,8 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from equal_budget.cases import check_split, read_case_ids
+from equal_budget.epoch_time import nnunet_training_seconds
 from equal_budget.nnunet_raw import dataset_folder_name, write_raw_dataset
-from equal_budget.report import format_table, read_result, write_result
+from equal_budget.report import format_table, read_result, refresh_training_seconds, write_result
 from equal_budget.scoring import score_predictions
 
 logger = logging.getLogger("nnunet_peer")
@@ -205,12 +206,19 @@ def _predict(settings: PeerSettings, runner: Runner, env: dict[str, str]) -> dic
     return record
 
 
+def _epoch_seconds(settings: PeerSettings) -> float | None:
+    """Sum over the trained folds of nnU-Net's logged epoch times (None if any fold has none)."""
+    folder = settings.work / "nnUNet_results" / dataset_folder_name(settings.dataset_id, DATASET_NAME) / TRAINER_FOLDER
+    seconds = [nnunet_training_seconds(folder / f"fold_{fold}") for fold in settings.folds]
+    return None if any(s is None for s in seconds) else sum(seconds)
+
+
 def run_peer(settings: PeerSettings, runner: Runner = subprocess_runner, force: bool = False) -> dict[str, Any]:
     """The peer's result (equal_budget.report format), measured now or read from ``work/result.json``."""
     result_file = settings.work / "result.json"
     if result_file.is_file() and not force:
         logger.info("%s exists; not measured again (use --force).", result_file)
-        return read_result(result_file)
+        return refresh_training_seconds(read_result(result_file), _epoch_seconds(settings), result_file)
     check_split(settings.dataset, settings.train_ids, settings.test_ids)
     settings.work.mkdir(parents=True, exist_ok=True)
     if force:
@@ -230,7 +238,7 @@ def run_peer(settings: PeerSettings, runner: Runner = subprocess_runner, force: 
     result = {
         "name": PEER_NAME, "kind": "peer",
         "schedule": {"epochs": settings.epochs, "iterations_per_epoch": settings.iterations},
-        "train_seconds": prepared["seconds"] + sum(record["wall_seconds"] for record in trained),
+        "train_seconds": _epoch_seconds(settings) or sum(record["wall_seconds"] for record in trained),
         "inference_seconds": predicted["seconds"],
         "parameters": predicted["parameters_per_fold"] * len(settings.folds),
         "device": predicted.get("device_name", settings.device),

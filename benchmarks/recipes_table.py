@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from equal_budget.cases import check_split, link_cases, read_case_ids, write_case_ids
+from equal_budget.epoch_time import recipe_training_seconds
 from equal_budget.recipes import (
     common_schedule,
     count_parameters,
@@ -48,6 +49,7 @@ from equal_budget.report import (
     format_table,
     gpu_description,
     read_result,
+    refresh_training_seconds,
     replace_section,
     verdict,
     write_result,
@@ -129,10 +131,10 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
     """Train, export, predict and score one recipe; or read its earlier result."""
     work = settings.work
     result_file = work / "results" / f"{name}.json"
+    run_folder, models, predictions = work / "runs" / name, work / "models", work / "predictions" / name
     if result_file.is_file() and not settings.force:
         logger.info("%s exists; %s is not run again (use --force).", result_file, name)
-        return read_result(result_file)
-    run_folder, models, predictions = work / "runs" / name, work / "models", work / "predictions" / name
+        return refresh_training_seconds(read_result(result_file), recipe_training_seconds(run_folder), result_file)
     if settings.force:
         for stale in (run_folder, models / name / MODEL_VERSION, predictions):
             shutil.rmtree(stale, ignore_errors=True)
@@ -146,7 +148,8 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
     logger.info("%s: training (log: %s)", name, log)
     started = time.perf_counter()
     runner(command, log, settings.env)
-    train_seconds = time.perf_counter() - started
+    wall_seconds = time.perf_counter() - started
+    epoch_seconds = recipe_training_seconds(run_folder)
     package, in_store = find_package(models, name, MODEL_VERSION)
     store = models
     if not in_store:
@@ -163,11 +166,12 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
     if missing:
         raise RuntimeError(f"`kidneytumorseg predict` reported no result for {missing[:3]}; see {log}.")
     result = {
-        "name": name, "kind": "recipe", "schedule": recipe_schedule(run_folder), "train_seconds": train_seconds,
+        "name": name, "kind": "recipe", "schedule": recipe_schedule(run_folder),
+        "train_seconds": wall_seconds if epoch_seconds is None else epoch_seconds,
         "inference_seconds": {case: seconds[case] for case in settings.test_ids},
         "parameters": count_parameters(package), "device": _device_name(settings.device),
         "metrics": score_predictions(predictions, settings.dataset, settings.test_ids),
-        "details": {"command": shlex.join(command), "package": str(package)},
+        "details": {"command": shlex.join(command), "package": str(package), "command_wall_seconds": wall_seconds},
     }
     return read_result(write_result(result, result_file))
 
@@ -200,9 +204,10 @@ def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, co
         f"these scores rank methods on that data; they are not accuracies on real CT.",
         "",
         "Dice and surface Dice (SD) are the KiTS23 metrics of `kidneytumorseg evaluate`, per region (mean over "
-        "the test cases) and their mean. Training: wall time of everything before prediction (preprocessing, "
-        "training, export). Inference: median seconds per case (recipes: the engine's segmentation of a read "
-        "image; nnU-Net: read, preprocess, predict, resample, write). Parameters: all networks of the model "
+        "the test cases) and their mean. Training: epochs x the median epoch time (training and validation, as "
+        "each trainer logs them; a cascade's stages added up; preprocessing and export not included; robust to a "
+        "run being resumed or paused). Inference: median seconds per case (recipes: the engine's segmentation of a "
+        "read image; nnU-Net: read, preprocess, predict, resample, write). Parameters: all networks of the model "
         "(every fold and stage). "
         + (f"Every training and prediction ran with {settings.threads} torch thread(s)."
            if settings.threads else "Torch chose its thread count."),

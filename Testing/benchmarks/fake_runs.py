@@ -51,6 +51,7 @@ class FakeRunner:
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps({"epochs": self.schedule[0], "train_ids": ["case_00000"],
                                                      "iterations_per_epoch": self.schedule[1]}))
+        (run / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 3.0}]))
         package = Path(_option(command, "--export")) / name / _option(command, "--model-version")
         shutil.copytree(self.package_source, package)
         return "trained\n"
@@ -77,6 +78,9 @@ class FakeRunner:
                      / f"fold_{fold}" / "checkpoint_final.pth")
             final.parent.mkdir(parents=True)
             final.write_bytes(b"weights")
+            (final.parent / "training_log_2026_01_01_00_00_00.txt").write_text(
+                "2026-01-01 00:00:01.0: Epoch 0\n2026-01-01 00:00:05.5: Epoch time: 4.5 s\n"
+                "2026-01-01 00:00:06.0: Epoch 1\n2026-01-01 00:00:11.5: Epoch time: 5.5 s\n")
             Path(_option(command, "--record")).write_text(json.dumps({
                 "fold": fold, "seconds": 5.0, "epochs": int(_option(command, "--epochs")),
                 "iterations_per_epoch": int(_option(command, "--iterations")),

@@ -46,6 +46,9 @@ def test_table_from_every_recipe_and_the_peer(setup):
     assert alpha["metrics"]["mean_dice"] == pytest.approx(1.0)
     assert alpha["schedule"] == {"epochs": 3, "iterations_per_epoch": 4}
     assert alpha["parameters"] > 0 and alpha["device"] == "cpu"
+    assert alpha["train_seconds"] == 5.0  # the epochs' logged times, not the command's wall clock
+    peer = json.loads((work / "nnunet" / "result.json").read_text())
+    assert peer["train_seconds"] == 10.0  # 2 epochs x median 5 s  # nnU-Net's "Epoch time" lines
     assert not (work / "results" / "beta.json").exists()
     for recipe in ("alpha", "beta"):  # recipes that preprocess alike share the table's cache
         assert (work / "runs" / recipe / "preprocessed").resolve() == (work / "preprocessed").resolve()
@@ -66,7 +69,10 @@ def test_finished_methods_are_not_run_again(setup):
     main(argv, runner)
     before = len(runner.commands)
     runner.fail = set()
+    stale = json.loads((work / "results" / "alpha.json").read_text())
+    (work / "results" / "alpha.json").write_text(json.dumps({**stale, "train_seconds": 7.7}))  # an old wall clock
     assert main(argv, runner) == 0
+    assert json.loads((work / "results" / "alpha.json").read_text())["train_seconds"] == 5.0
     again = runner.commands[before:]
     assert [c[3] for c in again if c[1:3] == ["recipe", "run"]] == ["beta"]  # only the failed one
     assert not any("equal_budget.nnunet_worker" in c for c in again)

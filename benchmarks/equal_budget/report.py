@@ -2,7 +2,8 @@
 
 One JSON file per method (a recipe or the nnU-Net peer), all with the same keys:
 ``name``, ``kind`` ("recipe" or "peer"), ``schedule`` ({"epochs", "iterations_per_epoch"}, or null when unknown),
-``train_seconds`` (everything before prediction: preprocessing, training, export), ``inference_seconds``
+``train_seconds`` (the sum of the trainer's epoch times, equal_budget.epoch_time; the wall time of the training
+command only where no epoch times are found), ``inference_seconds``
 ({case: seconds}), ``parameters``, ``device``, ``metrics`` (equal_budget.scoring.score_predictions) and
 ``details`` (free-form, per method).
 """
@@ -42,6 +43,13 @@ def read_result(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} lacks {missing}; delete it (or rerun with --force) to measure that method again.")
     return result
 
+
+def refresh_training_seconds(result: dict[str, Any], seconds: float | None, path: Path) -> dict[str, Any]:
+    """``result`` with ``train_seconds`` set to ``seconds`` (the epochs' times found now), written back to
+    ``path`` when that changes it; unchanged when ``seconds`` is None."""
+    if seconds is None or result.get("train_seconds") == seconds:
+        return result
+    return read_result(write_result({**result, "train_seconds": seconds}, path))
 
 def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """``<model name> (<N> logical CPUs)`` from /proc/cpuinfo, falling back to the platform's processor name."""
