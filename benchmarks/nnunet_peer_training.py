@@ -76,6 +76,7 @@ class PeerSettings:
     gpu_memory_gb: float | None = None
     mirroring: bool = True
     device: str = "cpu"  # or "cuda"
+    half_precision: bool = False  # bfloat16 autocast around nnU-Net's CPU prediction (it runs float32 there)
 
     @property
     def validation_iterations(self) -> int:
@@ -198,7 +199,9 @@ def _predict(settings: PeerSettings, runner: Runner, env: dict[str, str]) -> dic
                "--cases", ",".join(settings.test_ids), "--images", str(images),
                "--output", str(settings.work / "predictions"), "--threads", str(settings.threads),
                "--device", settings.device, "--record", str(record_file)]
-    runner(_worker("predict", *options, *([] if settings.mirroring else ["--no-mirroring"])),
+    options += [] if settings.mirroring else ["--no-mirroring"]
+    options += ["--half-precision"] if settings.half_precision else []
+    runner(_worker("predict", *options),
            settings.work / "logs" / "predict.log", env)
     record = _read_json(record_file)
     if record is None:
@@ -246,6 +249,7 @@ def run_peer(settings: PeerSettings, runner: Runner = subprocess_runner, force: 
         "details": {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
                     "preprocess_seconds": prepared["seconds"], "plan_3d_fullres": prepared["plan"],
                     "folds": trained, "mirroring": predicted["mirroring"],
+                    "precision": predicted.get("precision", "float32"),
                     "labels": "plain labels (background, kidney, tumor, cyst), softmax; not KiTS regions"},
     }
     return read_result(write_result(result, result_file))  # as JSON gives it back, the same as a later run reads
@@ -271,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--gpu-memory-gb", type=float, help="nnU-Net planner's memory target (default: its own)")
     parser.add_argument("--no-mirroring", action="store_true", help="predict without test-time mirroring")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training and prediction device")
+    parser.add_argument("--half-precision", action="store_true",
+                        help="predict under bfloat16 autocast on a CPU (nnU-Net runs float32 there)")
     parser.add_argument("--force", action="store_true", help="train and predict again even if a result exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -279,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         test_ids=tuple(read_case_ids(args.test_cases, args.test_limit)), work=args.work, epochs=args.epochs,
         iterations=args.iterations, val_iterations=args.val_iterations, folds=tuple(args.folds.split(",")),
         processes=args.processes, da_processes=args.da_processes, threads=args.threads, dataset_id=args.dataset_id,
-        gpu_memory_gb=args.gpu_memory_gb, mirroring=not args.no_mirroring, device=args.device)
+        gpu_memory_gb=args.gpu_memory_gb, mirroring=not args.no_mirroring, device=args.device,
+        half_precision=args.half_precision)
     result = run_peer(settings, force=args.force)
     print(format_table([result]))
     print(f"\n{args.work / 'result.json'}")

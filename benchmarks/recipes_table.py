@@ -86,8 +86,18 @@ class TableSettings:
     threads: int | None = None
     device: str = "auto"
     quality: str = "default"
-    precision: str = "fp32"  # nnU-Net's predictor runs float32 networks on a CPU: the same arithmetic
+    # `kidneytumorseg predict --precision`; nnU-Net's prediction gets the same arithmetic (half_precision)
+    precision: str = "auto"
     force: bool = False
+
+    @property
+    def half_precision(self) -> bool:
+        """Whether the recipes predict in half precision on a CPU (auto: where the CPU has native bfloat16)."""
+        import torch
+
+        from kidneytumorseg.precision import use_half_precision
+
+        return use_half_precision(self.precision, torch.device("cpu"))
 
     @property
     def env(self) -> dict[str, str]:
@@ -171,7 +181,8 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
         "inference_seconds": {case: seconds[case] for case in settings.test_ids},
         "parameters": count_parameters(package), "device": _device_name(settings.device),
         "metrics": score_predictions(predictions, settings.dataset, settings.test_ids),
-        "details": {"command": shlex.join(command), "package": str(package), "command_wall_seconds": wall_seconds},
+        "details": {"command": shlex.join(command), "package": str(package), "command_wall_seconds": wall_seconds,
+                    "precision": settings.precision},
     }
     return read_result(write_result(result, result_file))
 
@@ -210,7 +221,11 @@ def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, co
         "read image; nnU-Net: read, preprocess, predict, resample, write). Parameters: all networks of the model "
         "(every fold and stage). "
         + (f"Every training and prediction ran with {settings.threads} torch thread(s)."
-           if settings.threads else "Torch chose its thread count."),
+           if settings.threads else "Torch chose its thread count.")
+        + (" Prediction in bfloat16 autocast on the CPU, for the recipes (`--precision "
+           f"{settings.precision}`, the engine's default here) and nnU-Net alike (its predictor wrapped in the same "
+           "autocast; by itself it runs float32 on a CPU)." if settings.half_precision and gpu is None else
+           f" Prediction with `--precision {settings.precision}`."),
     ]
     if note:
         lines += ["", note]
@@ -272,9 +287,10 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="prediction device")
     parser.add_argument("--quality", default="default", choices=["default", "best"],
                         help="`kidneytumorseg predict --quality`; best (with mirroring) also mirrors nnU-Net's")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "auto", "half"],
-                        help="`kidneytumorseg predict --precision` (default fp32, the arithmetic of nnU-Net's "
-                             "predictor on a CPU, so inference times compare)")
+    parser.add_argument("--precision", default="auto", choices=["fp32", "auto", "half"],
+                        help="`kidneytumorseg predict --precision` (default auto, the engine's default); on a CPU "
+                             "nnU-Net's prediction runs under the same arithmetic (bfloat16 autocast or float32), so "
+                             "inference times compare")
     parser.add_argument("--doc", type=Path, default=Path("docs/recipes.md"))
     parser.add_argument("--no-peer", action="store_true", help="leave nnU-Net v2 out")
     parser.add_argument("--peer-epochs", type=int, help="nnU-Net's epochs (default: the recipes')")
@@ -309,11 +325,12 @@ def main(argv: Sequence[str] | None = None, runner: Runner = subprocess_runner) 
     if not args.no_peer:
         try:
             epochs, iterations = peer_schedule(results, args.peer_epochs, args.peer_iterations)
+            peer_device = "cuda" if _device_name(settings.device) != "cpu" else "cpu"
             peer = PeerSettings(dataset=settings.dataset, train_ids=settings.train_ids, test_ids=settings.test_ids,
                                 work=settings.work / "nnunet", epochs=epochs, iterations=iterations,
                                 folds=tuple(args.peer_folds.split(",")), threads=settings.threads or 1,
                                 da_processes=args.peer_da_processes, mirroring=settings.quality == "best",
-                                device="cuda" if _device_name(settings.device) != "cpu" else "cpu",
+                                device=peer_device, half_precision=peer_device == "cpu" and settings.half_precision,
                                 gpu_memory_gb=(args.peer_gpu_memory_gb if args.peer_gpu_memory_gb is not None
                                                else PEER_MEMORY_TARGET_GB.get(settings.budget)))
             results.append(run_peer(peer, runner, force=settings.force))

@@ -67,7 +67,15 @@ def test_verdict_names_the_best_recipe():
     assert "`b`, mean Dice 0.700; it beats nnU-Net v2 (0.600)" in verdict(results)
     results[1]["metrics"]["mean_dice"] = 0.55
     assert "falls short of" in verdict(results)
+    assert "No method learned" not in verdict(results)
     assert verdict(results[:2]) == ""
+
+
+def test_verdict_says_when_no_method_learned():
+    results = [result("a", "recipe", 0.007), result("b", "recipe", 0.03), result("nnU-Net v2", "peer", 0.02)]
+    text = verdict(results)
+    assert "`b`, mean Dice 0.030; it beats nnU-Net v2 (0.020)" in text
+    assert "No method learned to segment at this budget" in text and "not their accuracy" in text
 
 
 def test_replaces_only_its_section():

@@ -34,7 +34,7 @@ def test_table_from_every_recipe_and_the_peer(setup):
     predict = next(c for c in runner.commands if c[1] == "predict")
     assert predict[predict.index("--store-dir") + 1] == str(work / "models")
     assert predict[predict.index("--model") + 1] == "alpha@0.1.0"
-    assert predict[predict.index("--precision") + 1] == "fp32"  # nnU-Net's predictor runs float32 on a CPU
+    assert predict[predict.index("--precision") + 1] == "auto"  # the engine's default
     assert sorted(p.name for p in (work / "test_input").iterdir()) == ["case_00003", "case_00004"]
     train = next(c for c in runner.commands if "train" in c and "equal_budget.nnunet_worker" in c)
     assert (train[train.index("--epochs") + 1], train[train.index("--iterations") + 1]) == ("3", "4")
@@ -96,3 +96,14 @@ def test_peer_schedule_from_the_recipes_or_given():
     assert peer_schedule([], 7, 3) == (7, 3)
     with pytest.raises(RuntimeError, match="--peer-epochs"):
         peer_schedule(results[3:], None, None)
+
+
+@pytest.mark.parametrize(("precision", "peer_half"), [("half", True), ("fp32", False)])
+def test_nnunet_predicts_with_the_recipes_arithmetic(setup, precision, peer_half):
+    runner, argv, doc, work = setup
+    main([*argv, "--precision", precision], runner)
+    predict = next(c for c in runner.commands if c[1] == "predict")
+    assert predict[predict.index("--precision") + 1] == precision
+    peer_predict = next(c for c in runner.commands if "predict" in c and "equal_budget.nnunet_worker" in c)
+    assert ("--half-precision" in peer_predict) is peer_half
+    assert ("nnU-Net alike" in doc.read_text()) is peer_half

@@ -12,13 +12,15 @@ here), so the search itself fails. We therefore do what nnunetv2.run.run_trainin
 (get_trainer_from_args, maybe_load_checkpoint, run_training) but construct the trainer class directly: a
 subclass of nnUNetTrainer whose only change is the schedule (num_epochs, num_iterations_per_epoch,
 num_val_iterations_per_epoch). Prediction mirrors nnUNetPredictor.initialize_from_trained_model_folder with
-nnUNetTrainer.build_network_architecture and manual_initialization. Nothing installed is patched, and
-torchvision is refused in this process so that nothing can pull it in unnoticed.
+nnUNetTrainer.build_network_architecture and manual_initialization; ``--half-precision`` wraps it in
+bfloat16 autocast on a CPU. Nothing installed is patched, and torchvision is refused in this process so that
+nothing can pull it in unnoticed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import json
 import logging
@@ -167,6 +169,14 @@ def _initialized_predictor(dataset_name: str, folds: list[str], mirroring: bool,
     return predictor
 
 
+def _cpu_half_precision(enabled: bool) -> Any:
+    """bfloat16 autocast around nnU-Net's CPU prediction (the arithmetic our engine's default uses on a CPU with
+    native bfloat16). nnU-Net's predictor autocasts by itself only on CUDA (float16); on a CPU it runs float32."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def predict(args: argparse.Namespace) -> None:
     """Each test case with nnU-Net's predictor (sliding window 0.5, Gaussian, mirroring as shipped), timed."""
     import torch
@@ -182,12 +192,15 @@ def predict(args: argparse.Namespace) -> None:
         image = Path(args.images) / f"{case}_0000.nii.gz"
         started = time.perf_counter()
         # read, nnU-Net's preprocessing, sliding window over every fold, resampling back, write
-        predictor.predict_from_files_sequential([[str(image)]], [str(output / case)], save_probabilities=False,
-                                                overwrite=True)
+        with _cpu_half_precision(args.half_precision and args.device == "cpu"):
+            predictor.predict_from_files_sequential([[str(image)]], [str(output / case)], save_probabilities=False,
+                                                    overwrite=True)
         seconds[case] = time.perf_counter() - started
         logger.info("%s: %.1f s", case, seconds[case])
     record = {"seconds": seconds, "median_seconds": statistics.median(seconds.values()),
-              "mirroring": not args.no_mirroring, "folds": args.folds.split(","),
+              "mirroring": not args.no_mirroring,
+              "precision": "float16 autocast (nnU-Net's own on CUDA)" if args.device == "cuda" else
+              "bfloat16 autocast" if args.half_precision else "float32", "folds": args.folds.split(","),
               "device_name": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
               "parameters_per_fold": sum(p.numel() for p in predictor.network.parameters())}
     Path(args.record).write_text(json.dumps(record, indent=2) + "\n")
@@ -218,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     predicting.add_argument("--threads", type=int, default=1)
     predicting.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     predicting.add_argument("--no-mirroring", action="store_true")
+    predicting.add_argument("--half-precision", action="store_true",
+                            help="on a CPU, predict under bfloat16 autocast (nnU-Net itself runs float32 there)")
     predicting.add_argument("--record", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
