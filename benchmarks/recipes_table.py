@@ -91,6 +91,12 @@ class TableSettings:
     force: bool = False
 
     @property
+    def train_precision(self) -> str:
+        """The recipes train with nnU-Net's trainer's arithmetic: float32 on a CPU (its trainer autocasts only on
+        CUDA), float16 autocast on CUDA (`auto`)."""
+        return "fp32" if _device_name(self.device) == "cpu" else "auto"
+
+    @property
     def half_precision(self) -> bool:
         """Whether the recipes predict in half precision on a CPU (auto: where the CPU has native bfloat16)."""
         import torch
@@ -153,7 +159,8 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
     command = [_tool("kidneytumorseg-train"), "recipe", "run", name, "--data", str(settings.dataset),
                "--work", str(run_folder), "--budget", settings.budget, "--train-cases", str(work / "train_cases.txt"),
                "--export", str(models), "--model-name", name, "--model-version", MODEL_VERSION,
-               "--overwrite"]  # a rerun after an interrupted prediction exports the (resumed) runs again
+               "--overwrite",  # a rerun after an interrupted prediction exports the (resumed) runs again
+               "--precision", settings.train_precision]
     command += ["--threads", str(settings.threads)] if settings.threads else []
     logger.info("%s: training (log: %s)", name, log)
     started = time.perf_counter()
@@ -222,6 +229,7 @@ def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, co
         "(every fold and stage). "
         + (f"Every training and prediction ran with {settings.threads} torch thread(s)."
            if settings.threads else "Torch chose its thread count.")
+        + f" Training precision `{settings.train_precision}` for the recipes (nnU-Net's trainer: float32 on a CPU)."
         + (" Prediction in bfloat16 autocast on the CPU, for the recipes (`--precision "
            f"{settings.precision}`, the engine's default here) and nnU-Net alike (its predictor wrapped in the same "
            "autocast; by itself it runs float32 on a CPU)." if settings.half_precision and gpu is None else

@@ -19,7 +19,7 @@ def setup(kits_dataset, tmp_path):
     runner = FakeRunner(kits_dataset, tiny_package(tmp_path / "tiny"), fail=["beta"], recipes=["alpha", "beta"])
     argv = [str(kits_dataset), "--budget", "smoke", "--train-cases", str(tmp_path / "train.txt"),
             "--test-cases", str(tmp_path / "test.txt"), "--work", str(tmp_path / "work"), "--doc", str(doc),
-            "--threads", "1", "--note", "Ran beside nothing else."]
+            "--threads", "1", "--device", "cpu", "--note", "Ran beside nothing else."]
     return runner, argv, doc, tmp_path / "work"
 
 
@@ -31,6 +31,7 @@ def test_table_from_every_recipe_and_the_peer(setup):
     assert run[run.index("--train-cases") + 1] == str(work / "train_cases.txt")
     assert run[run.index("--export") + 1] == str(work / "models")
     assert run[run.index("--model-version") + 1] == "0.1.0"
+    assert run[run.index("--precision") + 1] == "fp32"  # nnU-Net's trainer's arithmetic on a CPU
     predict = next(c for c in runner.commands if c[1] == "predict")
     assert predict[predict.index("--store-dir") + 1] == str(work / "models")
     assert predict[predict.index("--model") + 1] == "alpha@0.1.0"
