@@ -200,3 +200,20 @@ def test_plateau_metric_must_be_a_known_loss(folder):
     assert _config(folder).plateau_metric == "val_loss"
     with pytest.raises(ValueError, match="plateau_metric"):
         _config(folder, plateau_metric="dice")
+
+
+@pytest.mark.parametrize(("requested", "device", "native_bf16", "expected"), [
+    ("auto", "cpu", True, "bf16"), ("auto", "cpu", False, "fp32"), ("auto", "cuda", False, "fp16"),
+    ("auto", "mps", True, "fp32"), ("fp32", "cpu", True, "fp32"), ("bf16", "cpu", False, "bf16")])
+def test_auto_precision_is_half_only_where_the_hardware_has_it(requested, device, native_bf16, expected):
+    from kidneytumorseg_training.trainer import resolve_training_precision
+
+    assert resolve_training_precision(requested, torch.device(device), native_bf16=native_bf16) == expected
+
+
+def test_a_default_run_records_the_precision_it_trained_in(folder, tmp_path):
+    from kidneytumorseg.precision import cpu_has_native_bf16
+
+    train(_config(folder, epochs=1), tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["precision"]
+    assert recorded == ("bf16" if cpu_has_native_bf16() else "fp32")

@@ -29,6 +29,7 @@ from kidneytumorseg.device import select_device
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
+from kidneytumorseg.precision import cpu_has_native_bf16
 from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
@@ -58,10 +59,21 @@ def network_config(config: TrainingConfig, plans: dict[str, Any]) -> dict[str, A
     return network
 
 
+def resolve_training_precision(requested: str, device: torch.device, native_bf16: bool | None = None) -> str:
+    """The autocast a run uses: ``requested`` unless it is ``auto``, which picks float16 (with a gradient scaler)
+    on CUDA, bfloat16 on a CPU that computes it natively (the engine's test, ``cpu_has_native_bf16``) and
+    float32 otherwise (MPS, other CPUs: emulated bfloat16 would be slower than float32)."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "fp16"
+    if device.type == "cpu" and (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
+        return "bf16"
+    return "fp32"
+
+
 def _precision(config: TrainingConfig, device: torch.device) -> str:
-    if config.precision != "auto":
-        return config.precision
-    return "fp16" if device.type == "cuda" else "fp32"
+    return resolve_training_precision(config.precision, device)
 
 
 def _autocast(precision: str, device: torch.device):

@@ -52,7 +52,7 @@ class TrainingConfig:
     seed: int = 0
     num_workers: int = 1
     device: str = "auto"
-    precision: str = "auto"  # auto: fp16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: fp16 on CUDA, bf16 on a CPU with native bfloat16, else fp32 (trainer.py)
     threads: int | None = None
     gradient_clip: float = 12.0
     initial_weights: str | None = None  # .safetensors or checkpoint folder (fine-tuning)

@@ -85,7 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     how.add_argument("--jobs", type=int, default=2, help="preprocessing processes (default 2)")
     how.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     how.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                     help="auto: fp16 mixed precision on CUDA, fp32 on CPU")
+                     help="auto: fp16 mixed precision on CUDA, bf16 on a CPU with native "
+                          "bfloat16, fp32 on other devices")
     run.set_defaults(handler=run_command)
     return parser
 

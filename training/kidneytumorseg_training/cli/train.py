@@ -52,7 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     run.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                     help="auto: fp16 mixed precision on CUDA, fp32 on CPU; bf16 halves CPU time on AVX-512 CPUs")
+                     help="auto: fp16 mixed precision on CUDA, bf16 on a CPU with native bfloat16 "
+                          "(avx512_bf16 / amx_bf16), fp32 on other devices")
     run.add_argument("--threads", type=int, help="torch threads per process (default: cores / processes)")
     run.add_argument("--stop-after", type=int, help="train only this many more epochs now (resume later)")
     parser.set_defaults(handler=run_command)
