@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from equal_budget.cases import read_case_ids
+
 from kidneytumorseg.model_package import ModelPackage
 from kidneytumorseg.model_store import ModelStore
 
@@ -25,9 +27,8 @@ def add_case_arguments(parser: argparse.ArgumentParser) -> None:
 def read_cases(dataset: Path, cases_file: Path | None, limit: int | None) -> list[str]:
     """The case ids of ``cases_file`` (default: every case folder with an image), the first ``limit`` of them."""
     if cases_file:
-        cases = [c.strip() for c in cases_file.read_text(encoding="utf-8").replace("\n", ",").split(",") if c.strip()]
-    else:
-        cases = sorted(p.name for p in dataset.glob("case_*") if (p / "imaging.nii.gz").is_file())
+        return read_case_ids(cases_file, limit)
+    cases = sorted(p.name for p in dataset.glob("case_*") if (p / "imaging.nii.gz").is_file())
     return cases[:limit] if limit else cases
 
 

@@ -29,7 +29,7 @@ from kidneytumorseg.device import select_device
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
-from kidneytumorseg.precision import cpu_has_native_bf16
+from kidneytumorseg.precision import use_half_precision
 from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
@@ -60,20 +60,15 @@ def network_config(config: TrainingConfig, plans: dict[str, Any]) -> dict[str, A
 
 
 def resolve_training_precision(requested: str, device: torch.device, native_bf16: bool | None = None) -> str:
-    """The autocast a run uses: ``requested`` unless it is ``auto``, which picks float16 (with a gradient scaler)
-    on CUDA, bfloat16 on a CPU that computes it natively (the engine's test, ``cpu_has_native_bf16``) and
-    float32 otherwise (MPS, other CPUs: emulated bfloat16 would be slower than float32)."""
+    """The autocast a run uses: ``requested`` unless it is ``auto``, which trains in half precision where the
+    engine's ``--precision auto`` predicts in it (:func:`kidneytumorseg.precision.use_half_precision`: CUDA, and
+    a CPU with native bfloat16) - float16 with a gradient scaler on CUDA, bfloat16 on the CPU - and in float32
+    elsewhere (MPS, other CPUs: emulated bfloat16 would be slower than float32)."""
     if requested != "auto":
         return requested
-    if device.type == "cuda":
-        return "fp16"
-    if device.type == "cpu" and (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
-        return "bf16"
-    return "fp32"
-
-
-def _precision(config: TrainingConfig, device: torch.device) -> str:
-    return resolve_training_precision(config.precision, device)
+    if not use_half_precision("auto", device, native_bf16=native_bf16):
+        return "fp32"
+    return "fp16" if device.type == "cuda" else "bf16"
 
 
 def _autocast(precision: str, device: torch.device):
@@ -162,7 +157,7 @@ class Trainer:
         self.plans = load_plans(config.preprocessed)
         self.patch_size = member_patch_size(config, self.plans)
         self.batch_size = int(config.batch_size or self.plans.get("batch_size", 2))
-        self.precision = _precision(config, self.device)
+        self.precision = resolve_training_precision(config.precision, self.device)
         torch.manual_seed(config.seed)
         self.network_config = network_config(config, self.plans)
         self.model = build_network(self.network_config).to(self.device)
