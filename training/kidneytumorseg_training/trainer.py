@@ -8,6 +8,7 @@ train one model; rank 0 writes the checkpoints and the history.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -336,6 +337,21 @@ class Trainer:
         self.context.barrier()
 
 
+    def close(self, synchronize: bool = True) -> None:
+        """Leave the process group cleanly: free the DDP wrapper (it holds the group) before destroying it.
+
+        Left to interpreter shutdown, gloo's threads may still own tensors then and the process aborts
+        ("terminate called without an active exception"). ``synchronize`` waits for every rank first; it is
+        off after an error, when the other ranks may never arrive.
+        """
+        self.trained = self.model = self.optimizer = None
+        self.train_data = self.val_data = None
+        gc.collect()
+        if synchronize:
+            self.context.barrier()
+        self.context.shutdown()
+
+
 def train(config: TrainingConfig, run_dir: str | Path, stop_after: int | None = None) -> TrainingResult:
     """Start or resume the run in ``run_dir`` (a different config there is refused, not overwritten)."""
     run_dir = Path(run_dir)
@@ -354,7 +370,10 @@ def train(config: TrainingConfig, run_dir: str | Path, stop_after: int | None = 
                 "world_size": trainer.context.world_size, "device": str(trainer.device)}
         write_text_atomic(run_dir / "run.json", json.dumps(meta, indent=1) + "\n")
     trainer.context.barrier()
+    finished = False
     try:
-        return trainer.fit(stop_after)
+        result = trainer.fit(stop_after)
+        finished = True
+        return result
     finally:
-        trainer.context.shutdown()
+        trainer.close(synchronize=finished)
