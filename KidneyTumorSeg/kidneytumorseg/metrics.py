@@ -16,13 +16,16 @@ The definitions follow the challenge's reference code (neheller/kits23, ``evalua
 Arrays are in SimpleITK's numpy axis order (``sitk.GetArrayFromImage``: z, y, x) and the spacing is given in
 the same order, i.e. ``image.GetSpacing()[::-1]``.
 
-Which library computes the distances, and why: MONAI's ``get_edge_surface_distance`` with
-``use_subvoxels=True``. It implements the same surfel-area surface elements (the same neighbour-code to
-area table) that KiTS uses through DeepMind's ``surface-distance`` package, it is actively maintained, and
-its only heavy dependency is torch, which the engine ships anyway. DeepMind's package is the reference
-definition (the tests check agreement with it), but it is unmaintained: its last release is 0.1 and it uses
-``np.Inf``, which NumPy 2 removed. MONAI returns float32 distances and areas; they are converted to float64
-before summing, which agrees with the reference to ~1e-9 for surface Dice and ~1e-7 (relative) for HD95.
+Which library computes the surfaces, and why: MONAI's ``get_mask_edges`` with a spacing (its subvoxel
+mode, as ``get_edge_surface_distance(use_subvoxels=True)`` uses it). It implements the same surfel-area
+surface elements (the same neighbour-code to area table) that KiTS uses through DeepMind's
+``surface-distance`` package, it is actively maintained, and its only heavy dependency is torch, which the
+engine ships anyway. DeepMind's package is the reference definition (the tests check agreement with it), but
+it is unmaintained: its last release is 0.1 and it uses ``np.Inf``, which NumPy 2 removed. MONAI returns
+float32 areas; they are converted to float64 before summing, which agrees with the reference to ~1e-9 for
+surface Dice (``benchmarks/metrics_agreement.py``).
+The distances between the two surfaces come from SciPy's exact Euclidean distance transform over the cropped
+box (DeepMind's method too), not MONAI's KD-tree, whose cost grows with the surface size.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.metrics.utils import get_edge_surface_distance
+from monai.metrics.utils import get_mask_edges
+from scipy import ndimage
 
 from kidneytumorseg.errors import InputImageError
 from kidneytumorseg.image_io import check_same_geometry
@@ -157,18 +161,26 @@ def surface_distances(
     with warnings.catch_warnings():
         # MONAI 1.5+ passes its own deprecated `always_return_as_numpy` argument internally.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*always_return_as_numpy.*")
-        (edges_pred, edges_ref), (pred_to_ref, ref_to_pred), (area_map_pred, area_map_ref) = get_edge_surface_distance(
-            torch.from_numpy(pred_mask),
-            torch.from_numpy(ref_mask),
-            spacing=[float(s) for s in spacing],
-            use_subvoxels=True,
-            symmetric=True,
-        )
+        edges_pred, edges_ref, area_map_pred, area_map_ref = get_mask_edges(
+            torch.from_numpy(pred_mask), torch.from_numpy(ref_mask), crop=True,
+            spacing=[float(s) for s in spacing], always_return_as_numpy=True)
+    pred_to_ref = _distances_to(edges_ref, spacing)[edges_pred]
+    ref_to_pred = _distances_to(edges_pred, spacing)[edges_ref]
     areas_pred = _to_float64(area_map_pred[edges_pred])
     areas_ref = _to_float64(area_map_ref[edges_ref])
     pred_to_ref, areas_pred = _sorted_by_distance(_to_float64(pred_to_ref), areas_pred)
     ref_to_pred, areas_ref = _sorted_by_distance(_to_float64(ref_to_pred), areas_ref)
     return SurfaceDistances(pred_to_ref, ref_to_pred, areas_pred, areas_ref)
+
+
+def _distances_to(edges: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """Exact Euclidean distance in mm from every voxel of the edge grid to the nearest voxel of ``edges``.
+
+    A dense distance transform over the (cropped) grid: its cost is bounded by the box, whatever the masks.
+    MONAI's own choice on a CPU, a KD-tree over the edge voxels, took minutes per case for an untrained
+    network's scattered predictions, whose surfaces have millions of voxels.
+    """
+    return ndimage.distance_transform_edt(~np.asarray(edges, dtype=bool), sampling=[float(s) for s in spacing])
 
 
 def _to_float64(values: torch.Tensor | np.ndarray) -> np.ndarray:

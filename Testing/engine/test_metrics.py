@@ -320,3 +320,24 @@ def test_agrees_with_the_kits_reference_on_full_size_masks(shared_masks_dir) -> 
             metrics = compute_case_metrics(label_map_image_like(prediction, image), image, f"{path} {name}")
             assert_agrees_with_kits(metrics, kits_reference(prediction, reference, spacing))
     assert time.perf_counter() - started < 120
+
+
+def test_surface_distances_of_scattered_masks_equal_monais_kdtree_distances():
+    """The dense distance transform gives the distances MONAI's KD-tree gives, also for speckled masks."""
+    import torch
+    from monai.metrics.utils import get_edge_surface_distance
+
+    from kidneytumorseg.metrics import surface_distances
+
+    rng = np.random.default_rng(3)
+    reference = np.zeros((14, 20, 18), dtype=bool)
+    reference[3:10, 5:15, 4:13] = True
+    prediction = rng.random(reference.shape) < 0.2  # an untrained network's speckle
+    spacing = (3.0, 0.8, 1.1)
+    ours = surface_distances(prediction, reference, spacing)
+    _, (to_ref, to_pred), _ = get_edge_surface_distance(
+        torch.from_numpy(prediction), torch.from_numpy(reference), spacing=list(spacing), use_subvoxels=True,
+        symmetric=True)
+    np.testing.assert_allclose(ours.distances_pred_to_ref, np.sort(to_ref.numpy().astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(ours.distances_ref_to_pred, np.sort(to_pred.numpy().astype(np.float64)), rtol=1e-6)
+    assert ours.distances_pred_to_ref.max() > 3.0  # speckle far from the box: the comparison is not trivial
