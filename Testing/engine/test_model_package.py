@@ -1,16 +1,26 @@
-"""Model packages: writing, validating, verifying and loading, with a tiny injected network builder."""
+"""Model packages: writing, verifying and loading, with a tiny injected network builder (the validation of
+model.json itself is tested in test_model_manifest.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from tiny_package import (
+    INFERENCE,
+    NETWORK,
+    POSTPROCESSING,
+    PREPROCESSING,
+    edit_manifest,
+    set_key,
+    tiny_builder,
+    tiny_network,
+    write_tiny,
+)
 
 from kidneytumorseg.errors import ModelPackageError
 from kidneytumorseg.labels import LABEL_COLORS
@@ -21,54 +31,13 @@ from kidneytumorseg.model_package import (
     file_sha256,
     load_member_weights,
     move_into_place,
-    parse_version,
     verify,
-    write_package,
 )
-
-NETWORK = {"in_channels": 1, "num_classes": 4, "features": 2}
-PREPROCESSING = {"target_spacing": [3.0, 1.5, 1.5], "normalization": {"scheme": "clip_zscore", "clip": [-79, 304]}}
-INFERENCE = {"tile_overlap": 0.5, "mirror_axes": [0, 1, 2]}
-POSTPROCESSING = {"max_kidney_components": 2, "hysteresis": None}
-
-
-def tiny_builder(config: dict[str, Any]) -> torch.nn.Module:
-    return torch.nn.Sequential(
-        torch.nn.Conv3d(config["in_channels"], config["features"], 3, padding=1),
-        torch.nn.Conv3d(config["features"], config["num_classes"], 1),
-    )
-
-
-def tiny_network(seed: int = 0, config: dict[str, Any] = NETWORK) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return tiny_builder(config)
-
-
-def write_tiny(folder: Path, **changes: Any) -> Path:
-    arguments: dict[str, Any] = {
-        "name": "tiny",
-        "version": "1.0.0",
-        "preprocessing": PREPROCESSING,
-        "network": NETWORK,
-        "patch_size": [8, 8, 8],
-        "inference": INFERENCE,
-        "postprocessing": POSTPROCESSING,
-        "members": [({"name": "fold0"}, tiny_network().state_dict())],
-        "provenance": {"recipe": "test"},
-        "description": "a tiny test package",
-    }
-    return write_package(folder, **{**arguments, **changes})
 
 
 @pytest.fixture
 def package_dir(tmp_path: Path) -> Path:
     return write_tiny(tmp_path / "tiny")
-
-
-def edit_manifest(folder: Path, edit: Any) -> None:
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    edit(manifest)
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
 def flip_one_byte(path: Path) -> None:
@@ -135,61 +104,12 @@ def test_tampered_weights_fail_verification_and_are_never_built(package_dir: Pat
         build_member(package, "fold0", builder=tiny_builder)
 
 
-def test_missing_member_file_is_named(package_dir: Path) -> None:
-    (package_dir / "fold0.safetensors").unlink()
-    with pytest.raises(ModelPackageError, match=r"fold0\.safetensors \(member 'fold0'\) is missing"):
-        ModelPackage.load(package_dir)
-
-
 def test_missing_manifest_and_invalid_json_are_named(tmp_path: Path, package_dir: Path) -> None:
     with pytest.raises(ModelPackageError, match="model.json does not exist"):
         ModelPackage.load(tmp_path / "nowhere")
     (package_dir / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ModelPackageError, match="model.json is not valid JSON"):
         ModelPackage.load(package_dir)
-
-
-def _set(path: str, value: Any) -> Any:
-    def edit(manifest: dict[str, Any]) -> None:
-        *parents, last = path.split("/")
-        target = manifest
-        for key in parents:
-            target = target[int(key)] if isinstance(target, list) else target[key]
-        if value is KeyError:
-            del target[last]
-        else:
-            target[last] = value
-
-    return edit
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (_set("network", KeyError), "required key 'network' is missing"),
-        (_set("members/0/sha256", KeyError), "required key 'members[0].sha256' is missing"),
-        (_set("labels/4", {"name": "liver", "color": [1, 0, 0]}), "'labels' must be an object with exactly"),
-        (_set("labels/2/name", "mass"), "'labels.2.name' must be 'tumor'"),
-        (_set("labels/1/color", [1.2, 0, 0]), "'labels.1.color' must be 3 numbers from 0 to 1"),
-        (_set("labels/3/color", [0.5, 0.5]), "'labels.3.color' must be 3 numbers"),
-        (_set("version", "1.0"), "'version' must be a version MAJOR.MINOR.PATCH"),
-        (_set("version", 1), "'version' must be a string"),
-        (_set("format_version", 2), "reads format 1"),
-        (_set("patch_size", [0, 8, 8]), "'patch_size' must be 2 or 3 positive integers"),
-        (_set("preprocessing/target_spacing", [1.0, 1.0]), "'preprocessing.target_spacing' must be 3 positive"),
-        (_set("members/0/role", "teacher"), "'members[0].role' must be one of"),
-        (_set("members/0/file", "../fold0.safetensors"), "'members[0].file' must be the name of a .safetensors"),
-        (_set("members/0/sha256", "abc"), "'members[0].sha256' must be the file's SHA-256"),
-        (_set("members/0/network", [1]), "'members[0].network' must be an object"),
-        (_set("members", []), "at least one member with role 'segmenter'"),
-        (_set("name", "../escape"), "'name' must be letters, digits"),
-    ],
-)
-def test_bad_manifest_gives_an_error_naming_file_and_key(package_dir: Path, edit: Any, message: str) -> None:
-    edit_manifest(package_dir, edit)
-    with pytest.raises(ModelPackageError, match=re.escape(message)) as raised:
-        ModelPackage.load(package_dir)
-    assert str(package_dir / MANIFEST_NAME) in str(raised.value)
 
 
 @pytest.fixture
@@ -208,7 +128,7 @@ def test_a_pickle_renamed_safetensors_is_refused_and_never_unpickled(package_dir
     with pytest.raises(ModelPackageError, match="was modified or damaged"):
         build_member(package, "fold0", builder=tiny_builder)
     # Even with a manifest that vouches for the pickle's hash, it is not read as weights.
-    edit_manifest(package_dir, _set("members/0/sha256", file_sha256(weights_file)))
+    edit_manifest(package_dir, set_key("members/0/sha256", file_sha256(weights_file)))
     with pytest.raises(ModelPackageError, match="is not a readable safetensors file"):
         build_member(ModelPackage.load(package_dir), "fold0", builder=tiny_builder)
 
@@ -263,13 +183,6 @@ def test_move_into_place_puts_the_old_folder_back_when_the_rename_fails(tmp_path
         move_into_place(new, old, overwrite=True)
     assert (old / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["staging", "target"]
-
-
-def test_parse_version_orders_semantically() -> None:
-    assert parse_version("1.10.0") > parse_version("1.9.0") > parse_version("1.2.11")
-    for bad in ("1.0", "1.0.0-rc1", "01.0.0", "v1.0.0"):
-        with pytest.raises(ModelPackageError, match="MAJOR.MINOR.PATCH"):
-            parse_version(bad)
 
 
 def test_refiners_carry_their_stage_input_and_inconsistent_members_are_refused(tmp_path: Path) -> None:
