@@ -4,7 +4,6 @@ test_nnunet_peer_training.py)."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import pytest
@@ -20,15 +19,10 @@ def restored_meta_path():
 
 
 @pytest.mark.usefixtures("restored_meta_path")
-def test_torchvision_is_refused_with_the_reason():
-    nnunet_worker.block_torchvision()
-    nnunet_worker.block_torchvision()
-    assert sum(isinstance(f, nnunet_worker._NoTorchvision) for f in sys.meta_path) == 1
-    for name in ("torchvision", "torchvision.ops"):
-        sys.modules.pop(name, None)
-        with pytest.raises(ImportError, match="blocked in this project"):
-            importlib.import_module(name)
-    importlib.import_module("json")  # everything else imports as before
+def test_the_worker_blocks_torchvision_with_the_shared_guard():
+    from peer_comparison import torchvision_guard
+
+    assert nnunet_worker.block_torchvision is torchvision_guard.block_torchvision
 
 
 def test_model_folder_is_nnunet_layout(monkeypatch, tmp_path):

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.abc
 import json
 import logging
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from peer_comparison.torchvision_guard import block_torchvision
 
 logger = logging.getLogger("nnunet_worker")
 
@@ -37,21 +37,6 @@ CONFIGURATION = "3d_fullres"
 PLANS = "nnUNetPlans"
 TRAINER_NAME = "EqualBudgetTrainer"
 DA_PROCESSES_ENV = "nnUNet_n_proc_DA"
-
-
-class _NoTorchvision(importlib.abc.MetaPathFinder):
-    """Refuses ``import torchvision`` (see the module docstring)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            raise ImportError(f"{fullname} is blocked in this project (its compiled ops do not load against the "
-                              f"CPU torch build); nnU-Net's default trainer and predictor do not need it.")
-        return None
-
-
-def block_torchvision() -> None:
-    if not any(isinstance(finder, _NoTorchvision) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _NoTorchvision())
 
 
 def model_folder(dataset_name: str) -> Path:
