@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from monai.metrics.utils import get_mask_edges
 from scipy import ndimage
 
@@ -158,35 +157,30 @@ def surface_distances(
         assert box is not None  # both masks are non-empty
         pred_mask = _crop_with_margin(pred_mask, box, CROP_MARGIN_VOXELS)
         ref_mask = _crop_with_margin(ref_mask, box, CROP_MARGIN_VOXELS)
+    sampling = [float(s) for s in spacing]
     with warnings.catch_warnings():
         # MONAI 1.5+ passes its own deprecated `always_return_as_numpy` argument internally.
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*always_return_as_numpy.*")
+        # numpy in, numpy out (bool edge maps, float32 surfel areas)
         edges_pred, edges_ref, area_map_pred, area_map_ref = get_mask_edges(
-            torch.from_numpy(pred_mask), torch.from_numpy(ref_mask), crop=True,
-            spacing=[float(s) for s in spacing], always_return_as_numpy=True)
-    pred_to_ref = _distances_to(edges_ref, spacing)[edges_pred]
-    ref_to_pred = _distances_to(edges_pred, spacing)[edges_ref]
-    areas_pred = _to_float64(area_map_pred[edges_pred])
-    areas_ref = _to_float64(area_map_ref[edges_ref])
-    pred_to_ref, areas_pred = _sorted_by_distance(_to_float64(pred_to_ref), areas_pred)
-    ref_to_pred, areas_ref = _sorted_by_distance(_to_float64(ref_to_pred), areas_ref)
+            pred_mask, ref_mask, crop=True, spacing=sampling)
+    pred_to_ref = _distances_to(edges_ref, sampling)[edges_pred]
+    ref_to_pred = _distances_to(edges_pred, sampling)[edges_ref]
+    areas_pred = area_map_pred[edges_pred].astype(np.float64)
+    areas_ref = area_map_ref[edges_ref].astype(np.float64)
+    pred_to_ref, areas_pred = _sorted_by_distance(pred_to_ref, areas_pred)
+    ref_to_pred, areas_ref = _sorted_by_distance(ref_to_pred, areas_ref)
     return SurfaceDistances(pred_to_ref, ref_to_pred, areas_pred, areas_ref)
 
 
-def _distances_to(edges: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+def _distances_to(edges: np.ndarray, sampling: Sequence[float]) -> np.ndarray:
     """Exact Euclidean distance in mm from every voxel of the edge grid to the nearest voxel of ``edges``.
 
     A dense distance transform over the (cropped) grid: its cost is bounded by the box, whatever the masks.
     MONAI's own choice on a CPU, a KD-tree over the edge voxels, took minutes per case for an untrained
     network's scattered predictions, whose surfaces have millions of voxels.
     """
-    return ndimage.distance_transform_edt(~np.asarray(edges, dtype=bool), sampling=[float(s) for s in spacing])
-
-
-def _to_float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64).ravel()
+    return ndimage.distance_transform_edt(~edges, sampling=sampling)
 
 
 def _sorted_by_distance(distances: np.ndarray, areas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

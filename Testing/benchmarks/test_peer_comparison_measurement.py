@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_case
+from kits_case import write_case
 from peer_comparison import measurement
 from peer_comparison.measurement import ENTRY_POINT, forward_alone, measure, run_all, run_measurement
 from peer_comparison.preparation import Setup, load_network, prepare

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_case
+from kits_case import write_case
 from peer_comparison.preparation import Setup, aligned_padding, load_network, prepare
 
 from kidneytumorseg.networks import build_network

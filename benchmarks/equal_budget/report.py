@@ -54,6 +54,7 @@ def refresh_training_seconds(result: dict[str, Any], seconds: float | None, path
         return result
     return read_result(write_result({**result, "train_seconds": seconds}, path))
 
+
 def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """``<model name> (<N> logical CPUs)`` from /proc/cpuinfo, falling back to the platform's processor name."""
     model, count = "", 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata
-import os
 import platform
 import statistics
 import sys
@@ -14,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from equal_budget.report import cpu_description
 
 from peer_comparison.agreement import agreement, agreement_text
 from peer_comparison.cascade import CascadeCheck, cascade_totals, check_cascade
@@ -26,15 +25,6 @@ HEADER = ["peer", "settings", "median s", "vs nnU-Net", "peak RSS MB", "+MB in c
 GOAL_RATIO = 0.8  # ours at identical settings, of nnU-Net's time
 CASCADE_GOAL_RATIO = 0.25  # coarse-to-fine with the localizer network, of nnU-Net's time
 AGREEMENT_LIMIT = 1e-3  # max |dp| of a peer vs ours
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; elsewhere what ``platform`` knows)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def package_version(package: str) -> str:
@@ -108,7 +98,7 @@ def header_lines(args: argparse.Namespace, setup: Setup, results: Results, minut
     lines = [
         "Predictor vs peers: one network, one set of weights, one preprocessed volume",
         f"Command: {Path(sys.executable).name} {' '.join(sys.argv)}",
-        f"Hardware: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} with "
+        f"Hardware: {cpu_description()}, torch {torch.__version__} with "
         f"{results[OURS.key][0]['threads']} threads; nnunetv2 {package_version('nnunetv2')}, monai "
         f"{package_version('monai')}, Python {platform.python_version()}.",
         f"Case: {setup.case}, clip_zscore-normalised and resampled to {setup.spacing} mm: "

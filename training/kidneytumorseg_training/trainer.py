@@ -336,7 +336,6 @@ class Trainer:
             write_text_atomic(self.run_dir / HISTORY_NAME, json.dumps(self.history, indent=1) + "\n")
         self.context.barrier()
 
-
     def close(self, synchronize: bool = True) -> None:
         """Leave the process group cleanly: free the DDP wrapper (it holds the group) before destroying it.
 
