@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--spacing", default="3.0,1.5,1.5", help="model spacing si,ap,lr (mm)")
     parser.add_argument("--patch", default="48,96,96")
     parser.add_argument("--features", type=int, default=16, help="base features of the U-Net")
+    parser.add_argument("--precision", choices=("auto", "fp32", "half"), default="auto",
+                        help="the predict command's --precision (fp32 on a CPU: the channels-last oneDNN fast path)")
     args = parser.parse_args()
     spacing = [float(v) for v in args.spacing.split(",")]
     patch = [int(v) for v in args.patch.split(",")]
@@ -51,7 +53,8 @@ def main() -> None:
                       members=[({"name": "fold0"}, module.state_dict())])
         command = [str(Path(sys.executable).with_name("kidneytumorseg")), "predict", "-i", str(args.ct),
                    "-o", str(Path(work) / "out"), "--store-dir", str(store), "--model", "memory-test",
-                   "--device", "cpu", "--quality", "fast", "--no-cascade", "--progress", "none"]
+                   "--device", "cpu", "--quality", "fast", "--no-cascade", "--progress", "none",
+                   "--precision", args.precision]
         started = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - started
@@ -64,7 +67,7 @@ def main() -> None:
         ("CT spacing (mm)", ", ".join(f"{s:.3g}" for s in reader.GetSpacing())),
         ("model spacing si,ap,lr / patch", f"{args.spacing} / {args.patch}"),
         ("network parameters", f"{count_parameters(module) / 1e6:.1f} M (base {args.features} features)"),
-        ("device, threads", f"cpu, {torch.get_num_threads()}"),
+        ("device, threads, precision", f"cpu, {torch.get_num_threads()}, {args.precision}"),
         ("peak resident memory", f"{peak_gib:.2f} GiB"),
         ("wall time (whole process)", f"{seconds:.0f} s"),
     ]

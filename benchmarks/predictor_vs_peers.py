@@ -39,10 +39,12 @@ What still differs at those parameters (read in the sources of nnunetv2 2.x and 
 
 Rows of the table:
 
-- timed, median of ``--repeats`` (interleaved, rotated order): ``ours``; nnU-Net and MONAI *as shipped* (bare
-  network, their own Gaussian and precision), the baseline the goal refers to; ``network forward alone``, the
-  same network over the same tiles and mirrored copies with nothing blended (the floor all three share, to
-  show what dominates); our coarse-to-fine mode and the localizer network.
+- timed, median of ``--repeats`` (interleaved, rotated order): ``ours`` (float32; on a CPU the network runs
+  channels-last with prepacked oneDNN convolutions, :mod:`kidneytumorseg.cpu_inference`); nnU-Net and MONAI
+  *as shipped* (bare network, their own Gaussian and precision), the baseline the goal refers to; ours with
+  that fast path off (the eager PyTorch network, as the peers run it) and ours in bfloat16; ``eager network
+  forward alone``, the eager network over the same tiles and mirrored copies with nothing blended (the floor
+  the peers share, to show what dominates); our coarse-to-fine mode and the localizer network.
 - once each (n=1, ``--no-agreement-rows`` skips them), to take differences 1-3 apart: nnU-Net and MONAI with
   the network wrapped to return its softmax (so they average probabilities, as ours) and blending with our
   Gaussian map (MONAI through its ``roi_weight_map`` argument, nnU-Net by replacing its ``compute_gaussian``
@@ -98,13 +100,14 @@ from peer_comparison.variants import (  # noqa: E402
     AS_SHIPPED,
     EXTRA_VARIANTS,
     OURS,
+    OURS_EAGER,
     OURS_HALF,
     SlidingWindowConfig,
     Variant,
 )
 
 # The peer adapters, for whoever imports this script (Testing/engine/test_peer_agreement.py).
-__all__ = ["AGREEMENT_VARIANTS", "AS_SHIPPED", "EXTRA_VARIANTS", "OURS", "OURS_HALF", "PeerNetwork",
+__all__ = ["AGREEMENT_VARIANTS", "AS_SHIPPED", "EXTRA_VARIANTS", "OURS", "OURS_EAGER", "OURS_HALF", "PeerNetwork",
            "SlidingWindowConfig", "Variant", "as_probabilities", "benchmark", "block_torchvision", "main", "measure",
            "peer_runner", "predict_probabilities"]
 

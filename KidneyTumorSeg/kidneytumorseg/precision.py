@@ -8,8 +8,9 @@ fp32 elsewhere:
 
 - CUDA: float16 (as nnU-Net's predictor does);
 - a CPU with native bfloat16 instructions (``avx512_bf16`` or ``amx_bf16`` in Linux's /proc/cpuinfo: AMD Zen 4
-  and later, Intel Cooper Lake / Sapphire Rapids and later): bfloat16, about 2.4x faster than float32 for the
-  kits-demo U-Net on this project's 2-core build machine (benchmarks/predictor_vs_peers.py, "half" row);
+  and later, Intel Cooper Lake / Sapphire Rapids and later): bfloat16, about 1.6x faster than float32 (with
+  float32's channels-last oneDNN fast path, :mod:`kidneytumorseg.cpu_inference`) for a 30.8 M-parameter U-Net
+  on this project's 2-core build machine (benchmarks/predictor_vs_peers.py, "half" row);
 - any other CPU, and Apple MPS: float32 (bfloat16 without native instructions is emulated, and slower).
 
 ``fp32`` always computes in float32: the reference, and what the peer comparisons at identical settings use.

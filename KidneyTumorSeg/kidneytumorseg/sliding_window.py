@@ -21,6 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from kidneytumorseg.cpu_inference import cpu_inference_network
 from kidneytumorseg.errors import Cancelled
 from kidneytumorseg.precision import autocast_context
 
@@ -140,7 +141,8 @@ def sliding_window_predict(
     ``volume`` is the normalised volume, ``(S, P, L)`` or ``(channels, S, P, L)``. Tiles go to ``device`` in
     batches of ``batch_size``; the weighted sums are kept on ``accumulation_device`` (default: ``device``).
     ``half_precision``: the network runs under autocast, float16 on CUDA and bfloat16 on a CPU
-    (:mod:`kidneytumorseg.precision`); softmax and sums stay float32.
+    (:mod:`kidneytumorseg.precision`); softmax and sums stay float32. In float32 on a CPU the network runs
+    channels-last with prepacked oneDNN convolutions (:mod:`kidneytumorseg.cpu_inference`).
     ``progress(stage, fraction)`` is called after every batch, the last time with 1.0; ``cancel.is_set()``
     is checked before every batch and raises Cancelled.
     """
@@ -169,7 +171,7 @@ def sliding_window_predict(
     weights = torch.from_numpy(gaussian_importance_map(patch, gaussian_sigma_scale)).to(accumulation_device)
     weight_sum = torch.zeros(padded_shape, dtype=torch.float32, device=accumulation_device)
     accumulator: torch.Tensor | None = None
-    network = network.to(device).eval()
+    network = cpu_inference_network(network.to(device).eval(), device, half_precision)
     logger.debug("Sliding window: %d tiles of %s over %s, %d mirrorings, batch %d on %s.",
                  len(tiles), patch, padded_shape, len(flip_sets), batch_size, device)
 

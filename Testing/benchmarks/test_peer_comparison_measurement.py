@@ -12,9 +12,10 @@ from kits_case import write_case
 from peer_comparison import measurement
 from peer_comparison.measurement import ENTRY_POINT, forward_alone, measure, run_all, run_measurement
 from peer_comparison.preparation import Setup, load_network, prepare
-from peer_comparison.variants import AGREEMENT_VARIANTS, AS_SHIPPED, EXTRA_VARIANTS, OURS, OURS_HALF
+from peer_comparison.variants import AGREEMENT_VARIANTS, AS_SHIPPED, EXTRA_VARIANTS, OURS, OURS_EAGER, OURS_HALF
 
-TIMED = [OURS.key, AS_SHIPPED[0].key, AS_SHIPPED[1].key, OURS_HALF.key, "forward", "cascade", "localizer"]
+TIMED = [OURS.key, AS_SHIPPED[0].key, AS_SHIPPED[1].key, OURS_EAGER.key, OURS_HALF.key, "forward", "cascade",
+         "localizer"]
 
 
 def options(**changes) -> argparse.Namespace:
@@ -38,19 +39,20 @@ def calls(monkeypatch) -> list[tuple[str, bool]]:
 def test_timed_rows_rotate_then_the_ones_run_once(calls, tmp_path):
     results = run_all(options(), tmp_path)
     assert calls[0] == ("forward", False)  # the warm-up, discarded
-    repeats = [[task for task, _ in calls[1 + 7 * r:8 + 7 * r]] for r in range(3)]
+    n = len(TIMED)
+    repeats = [[task for task, _ in calls[1 + n * r:1 + n * (r + 1)]] for r in range(3)]
     assert repeats == [TIMED, TIMED[1:] + TIMED[:1], TIMED[2:] + TIMED[:2]]
-    assert all(save == (index < 7) for index, (_, save) in enumerate(calls[1:22]))  # outputs of repeat 1 only
-    assert calls[22:] == [(v.key, True) for v in AGREEMENT_VARIANTS]
+    assert all(save == (index < n) for index, (_, save) in enumerate(calls[1:1 + 3 * n]))  # repeat 1's outputs only
+    assert calls[1 + 3 * n:] == [(v.key, True) for v in AGREEMENT_VARIANTS]
     assert list(results) == TIMED + [v.key for v in AGREEMENT_VARIANTS]
-    assert [len(results[task]) for task in results] == [3] * 7 + [1] * 3
-    assert results["forward"][0]["seconds"] == 6.0  # the warm-up's result is not kept
+    assert [len(results[task]) for task in results] == [3] * n + [1] * 3
+    assert results["forward"][0]["seconds"] == 1.0 + TIMED.index("forward") + 1  # the warm-up's result is not kept
 
 
 def test_options_change_the_runs(calls, tmp_path):
     results = run_all(options(cascade=False, repeats=1, profile=True, agreement_rows=False, all_variants=True),
                       tmp_path)
-    assert [task for task, _ in calls] == ["forward", *TIMED[:5], "profile", *(v.key for v in EXTRA_VARIANTS)]
+    assert [task for task, _ in calls] == ["forward", *TIMED[:6], "profile", *(v.key for v in EXTRA_VARIANTS)]
     assert "cascade" not in results and len(results["profile"]) == 1
 
 

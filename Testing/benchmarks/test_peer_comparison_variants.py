@@ -9,6 +9,7 @@ from peer_comparison.variants import (
     AS_SHIPPED,
     EXTRA_VARIANTS,
     OURS,
+    OURS_EAGER,
     OURS_HALF,
     TASKS,
     SlidingWindowConfig,
@@ -37,6 +38,7 @@ def test_monai_and_ours_are_float32_whatever_is_asked():
     (("ours",), "Ours averages softmax"),
     (("ours", "softmax", "shared"), "Ours averages softmax"),
     (("nnunet", "softmax", "own", "half"), "precision 'half'"),
+    (("monai", "softmax", "own", "eager"), "precision 'eager'"),
     (("sam",), "peer must be one of"),
     (("monai", "probabilities"), "accumulate must be one of"),
     (("monai", "logits", "theirs"), "weights must be one of"),
@@ -48,12 +50,13 @@ def test_invalid_variants(arguments, message):
 
 def test_as_shipped_and_descriptions():
     assert [v.as_shipped for v in AS_SHIPPED] == [True, True]
-    assert not any(v.as_shipped for v in (OURS, OURS_HALF, *AGREEMENT_VARIANTS, *EXTRA_VARIANTS))
+    assert not any(v.as_shipped for v in (OURS, OURS_EAGER, OURS_HALF, *AGREEMENT_VARIANTS, *EXTRA_VARIANTS))
     assert Variant("nnunet").describe() == "as shipped: logits averaged, own Gaussian, fp16"
     assert Variant("monai").describe() == "as shipped: logits averaged, own Gaussian, fp32"
     assert AGREEMENT_VARIANTS[1].describe() == "softmax averaged, our Gaussian, fp32"
     assert EXTRA_VARIANTS[0].describe() == "softmax averaged, own Gaussian, fp16"
-    assert OURS.describe() == "softmax averaged, own Gaussian, fp32"
+    assert OURS.describe() == "softmax averaged, own Gaussian, fp32 (channels-last oneDNN fast path)"
+    assert OURS_EAGER.describe() == "softmax averaged, own Gaussian, fp32, eager PyTorch network (CPU fast path off)"
     assert OURS_HALF.describe() == "softmax averaged, own Gaussian, network in bfloat16 (--precision half)"
 
 

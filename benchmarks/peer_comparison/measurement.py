@@ -34,6 +34,7 @@ from peer_comparison.variants import (
     AS_SHIPPED,
     EXTRA_VARIANTS,
     OURS,
+    OURS_EAGER,
     OURS_HALF,
     SIGMA_SCALE,
     Variant,
@@ -72,7 +73,7 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def forward_alone(network: torch.nn.Module, volume: np.ndarray, setup: Setup) -> None:
-    """The network over every tile and mirrored copy of the sliding window, nothing blended."""
+    """The eager network over every tile and mirrored copy of the sliding window, nothing blended."""
     missing = [max(0, p - n) for n, p in zip(volume.shape, setup.patch_size, strict=True)]
     padded = torch.from_numpy(np.pad(volume, [(m // 2, m - m // 2) for m in missing]))[None]
     with torch.no_grad():
@@ -152,7 +153,7 @@ def run_measurement(task: str, workdir: Path, save_output: bool, script: Path = 
 
 def run_all(args: argparse.Namespace, workdir: Path, script: Path = ENTRY_POINT) -> Results:
     """The timed rows interleaved in a rotated order per repeat (outputs saved from repeat 1), then the rest."""
-    timed = [OURS.key, *(v.key for v in AS_SHIPPED), OURS_HALF.key, "forward",
+    timed = [OURS.key, *(v.key for v in AS_SHIPPED), OURS_EAGER.key, OURS_HALF.key, "forward",
              *(("cascade", "localizer") if args.cascade else ())]
     results: Results = {}
     logger.info("Warm-up (discarded): the network forward alone")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
 
+from kidneytumorseg.cpu_inference import ENVIRONMENT_SWITCH
 from kidneytumorseg.sliding_window import gaussian_importance_map, sliding_window_predict
 from peer_comparison.nnunet_peer import nnunet_changed, nnunet_predictor
 from peer_comparison.torchvision_guard import block_torchvision
@@ -52,10 +55,13 @@ def peer_runner(variant: Variant, network: torch.nn.Module,
     if hasattr(network, "deep_supervision"):
         network.deep_supervision = False
     if variant.peer == "ours":
+        switch = {ENVIRONMENT_SWITCH: "0"} if variant.precision == "eager" else {}
+
         def run_ours(volume: np.ndarray) -> torch.Tensor:
-            return sliding_window_predict(network, volume, config.patch_size, config.overlap, config.mirror_axes,
-                                          SIGMA_SCALE, batch_size=1, device="cpu",
-                                          half_precision=variant.precision == "half")
+            with mock.patch.dict(os.environ, switch):
+                return sliding_window_predict(network, volume, config.patch_size, config.overlap,
+                                              config.mirror_axes, SIGMA_SCALE, batch_size=1, device="cpu",
+                                              half_precision=variant.precision == "half")
         return run_ours
     softmax = variant.accumulate == "softmax"
     if variant.peer == "nnunet":

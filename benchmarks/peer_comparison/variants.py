@@ -11,7 +11,9 @@ PEERS = ("ours", "nnunet", "monai")
 PEER_NAMES = {"ours": "ours", "nnunet": "nnU-Net v2", "monai": "MONAI"}
 ACCUMULATIONS = ("logits", "softmax")
 WEIGHTINGS = ("own", "shared")
-PRECISIONS = ("fp16", "fp32", "half")  # "half": ours with --precision half (bfloat16 autocast on a CPU)
+PRECISIONS = ("fp16", "fp32", "half", "eager")
+# "half": ours with --precision half (bfloat16 autocast on a CPU); "eager": ours in float32 with the CPU fast path
+# off (kidneytumorseg.cpu_inference), the plain PyTorch network as the peers run it
 TASKS = ("cascade", "localizer", "forward", "profile")  # the measurements that are not a variant
 
 
@@ -53,8 +55,9 @@ class Variant:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}.")
         if self.peer == "ours" and (self.accumulate, self.weights) != ("softmax", "own"):
             raise ValueError("Ours averages softmax with its own Gaussian; use Variant('ours', 'softmax').")
-        if self.precision == "half" and self.peer != "ours":
-            raise ValueError("precision 'half' is our predictor's --precision half; the peers run float32 networks.")
+        if self.precision in ("half", "eager") and self.peer != "ours":
+            raise ValueError(f"precision {self.precision!r} is a setting of our predictor; the peers run float32 "
+                             f"networks.")
         if self.peer != "nnunet" and self.precision == "fp16":
             object.__setattr__(self, "precision", "fp32")
 
@@ -78,8 +81,10 @@ class Variant:
     def describe(self) -> str:
         """The ``settings`` column of its row."""
         if self.peer == "ours":
-            return "softmax averaged, own Gaussian, " + (
-                "network in bfloat16 (--precision half)" if self.precision == "half" else "fp32")
+            return "softmax averaged, own Gaussian, " + {
+                "half": "network in bfloat16 (--precision half)",
+                "eager": "fp32, eager PyTorch network (CPU fast path off)",
+            }.get(self.precision, "fp32 (channels-last oneDNN fast path)")
         if self.as_shipped:
             return f"as shipped: logits averaged, own Gaussian, {self.precision}"
         return (f"{self.accumulate} averaged, {'our' if self.weights == 'shared' else 'own'} Gaussian, "
@@ -88,6 +93,7 @@ class Variant:
 
 OURS = Variant("ours", "softmax", "own", "fp32")
 OURS_HALF = Variant("ours", "softmax", "own", "half")  # not identical settings: a row of its own, for speed
+OURS_EAGER = Variant("ours", "softmax", "own", "eager")  # what the fast path gains, side by side
 AS_SHIPPED = (Variant("nnunet"), Variant("monai"))
 AGREEMENT_VARIANTS = (Variant("nnunet", "softmax", "shared", "fp16"), Variant("nnunet", "softmax", "shared", "fp32"),
                       Variant("monai", "softmax", "shared"))
