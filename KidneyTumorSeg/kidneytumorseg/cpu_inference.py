@@ -106,14 +106,30 @@ class ChannelsLastInstanceNorm3d(nn.Module):
 
 
 class ChannelsLastNetwork(nn.Module):
-    """Feeds the wrapped network channels-last input and returns its output(s) in the default order."""
+    """Feeds the converted network channels-last input and returns its output(s) in the default order.
 
-    def __init__(self, network: nn.Module) -> None:
+    Should oneDNN refuse a convolution on some CPU or build (a RuntimeError on the first call), it logs a
+    warning and runs the original, eager network from then on, so a prediction never fails for the fast path.
+    """
+
+    def __init__(self, network: nn.Module, original: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.original = [original]  # in a list: not a submodule (its parameters are the view's already)
+        self.failed = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        output = self.network(x.contiguous(memory_format=CHANNELS_LAST))
+        if not self.failed:
+            try:
+                output = self.network(x.contiguous(memory_format=CHANNELS_LAST))
+            except RuntimeError as error:
+                if "out of memory" in str(error).lower():
+                    raise
+                self.failed = True
+                logger.warning("The CPU fast path failed (%s); running the eager network instead. Set %s=0 to "
+                               "skip it.", str(error).splitlines()[0][:200], ENVIRONMENT_SWITCH)
+        if self.failed:
+            return self.original[0](x)
         if isinstance(output, (list, tuple)):
             return [item.contiguous() for item in output]
         return output.contiguous()
@@ -156,4 +172,4 @@ def cpu_inference_network(network: nn.Module, device: torch.device | str, half_p
     replaced = _replace(view)
     logger.debug("CPU fast path: %d convolutions and norms run channels-last with prepacked oneDNN weights.",
                  replaced)
-    return ChannelsLastNetwork(view).eval()
+    return ChannelsLastNetwork(view, network).eval()

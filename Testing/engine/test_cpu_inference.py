@@ -132,3 +132,23 @@ def test_sliding_window_probabilities_agree_with_the_eager_path(monkeypatch: pyt
     assert fast.shape == eager.shape == (4, 20, 40, 44)
     assert float((fast - eager).abs().max()) < 1e-4
     assert float((fast.argmax(0) != eager.argmax(0)).float().mean()) < 1e-3
+
+
+def test_a_failing_fast_path_falls_back_to_the_eager_network(monkeypatch: pytest.MonkeyPatch,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    network = _network({})
+    network.deep_supervision = False
+    x = torch.randn(1, 1, *PATCH, generator=torch.Generator().manual_seed(6))
+
+    def refuse(self, x):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(PackedConv3d, "forward", refuse)
+    fast = cpu_inference_network(network, "cpu", half_precision=False)
+    with torch.no_grad(), caplog.at_level("WARNING", logger="kidneytumorseg.cpu_inference"):
+        got = fast(x)
+        again = fast(x)
+        expected = network(x)
+    assert torch.equal(got, expected) and torch.equal(again, expected)
+    assert fast.failed
+    assert sum("CPU fast path failed" in record.getMessage() for record in caplog.records) == 1
