@@ -144,10 +144,13 @@ def predict_files(
     progress: Callable[[str, str, float], None] | None = None,
     cancel: Any = None,
     overlay: bool = False,
+    on_case: Callable[[CaseOutput, str], None] | None = None,
 ) -> BatchReport:
     """Segment every case of ``input_path`` into ``output``. A case that fails is reported by name and the
     others go on; cancelling stops at once (``Cancelled``), and a case is written only when complete.
-    With ``overlay``, each case also gets a PNG of the CT with the predicted labels (see ``overlay_path``)."""
+    With ``overlay``, each case also gets a PNG of the CT with the predicted labels (see ``overlay_path``).
+    ``on_case(output, model)`` (``model``: NAME@VERSION) is called as soon as each case is written, so a caller can report it before the batch
+    ends (the ``predict`` command's JSON lines do: a cancelled batch has reported every finished case)."""
     cases, single = find_inputs(input_path)
     output = Path(output)
     check_writable(output.parent if single and image_suffix(output) else output)
@@ -177,5 +180,7 @@ def predict_files(
             continue
         report.outputs.append(CaseOutput(case.name, case.path, labels_path, segmentation_path, result.volumes_ml,
                                          round(result.seconds, 2), picture))
+        if on_case is not None:
+            on_case(report.outputs[-1], report.model)
         logger.info("%s: %s", case.name, ", ".join(f"{k} {v:.1f} ml" for k, v in result.volumes_ml.items()))
     return report

@@ -79,6 +79,36 @@ def test_sigterm_cancels_between_tiles_and_writes_nothing(ct_file, tmp_path, mak
     assert not any((tmp_path / "out").glob("*.nii.gz")) and not any((tmp_path / "out").glob("*.nrrd"))
 
 
+def test_each_case_is_reported_when_written_so_a_cancel_loses_no_finished_case(ct_file, tmp_path,
+                                                                                 make_random_package):
+    store = tmp_path / "store"
+    make_random_package(store / "random-test" / "1.0.0", with_localizer=False, spacing=(1.5, 1.5, 1.5))
+    for name in ("case_00001", "case_00002"):
+        (tmp_path / "in" / name).mkdir(parents=True)
+        (tmp_path / "in" / name / "imaging.nii.gz").write_bytes(ct_file.read_bytes())
+    process = subprocess.Popen([str(SCRIPT), *_args(tmp_path / "in", tmp_path / "out", store, "--progress", "json")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=os.environ | {"OMP_NUM_THREADS": "1"})
+    results, deadline = [], time.monotonic() + 240
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["type"] == "result":
+            results.append(event)
+        if event["type"] == "progress" and event["case"] == "case_00002" and event["stage"].startswith("member"):
+            # The first case's result came before the second case started, not at the end of the batch.
+            assert [r["case"] for r in results] == ["case_00001"]
+            process.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline
+    remaining, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert json.loads(remaining.splitlines()[-1]) == {"type": "cancelled"}
+    assert not any(json.loads(line)["type"] == "result" for line in remaining.splitlines())
+    assert Path(results[0]["labels"]).is_file() and Path(results[0]["segmentation"]).is_file()
+    assert results[0]["seconds"] > 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_00001.nii.gz", "case_00001.seg.nrrd"]
+
+
 def test_overlay_writes_a_png_only_when_asked(ct_file, tmp_path, random_package, capsys):
     assert main(_args(ct_file, tmp_path / "plain", random_package, "--quality", "fast", "--progress", "none")) == 0
     assert not any((tmp_path / "plain").glob("*.png"))

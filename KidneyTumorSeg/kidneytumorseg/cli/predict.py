@@ -5,7 +5,8 @@ with ``--overlay`` also ``<case>_overlay.png``, the CT with the predicted labels
 model and the volumes.
 ``--progress json`` speaks the background-process protocol (``kidneytumorseg.cli.json_lines``): one JSON object
 per line on stdout, of type ``progress`` (case, stage, fraction), ``log`` (level, message), ``result`` (one per
-case), ``error`` or ``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing half-written is left behind.
+case, as soon as it is written), ``error`` or ``cancelled``. SIGTERM or Ctrl-C cancel between tiles; nothing
+half-written is left behind, and every case finished before the cancel has been reported.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         store = ModelStore(default_bundled_dir(), args.store_dir) if args.store_dir else None
         report = predict_files(args.input, args.output, model=args.model or DEFAULT_MODEL, options=options,
                                label_format=args.format, store=store, progress=progress, cancel=cancel,
-                               overlay=args.overlay)
+                               overlay=args.overlay,
+                               on_case=lambda case, model: _report_case(case, model, json_mode))
     except KeyboardInterrupt:
         cancel.set()
         return _cancelled(json_mode)
@@ -89,22 +91,26 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         progress.close()
-    for case in report.outputs:
-        if json_mode:
-            overlay = {"overlay": str(case.overlay)} if case.overlay else {}
-            json_lines.emit_result(case=case.name, model=report.model, labels=str(case.labels),
-                                   segmentation=str(case.segmentation), volumes_ml=case.volumes_ml,
-                                   seconds=case.seconds, **overlay)
-        else:
-            volumes = "  ".join(f"{name} {ml:8.1f} ml" for name, ml in case.volumes_ml.items())
-            written = ", ".join(str(path) for path in (case.labels, case.segmentation, case.overlay) if path)
-            sys.stdout.write(f"{case.name}: {volumes}   -> {written}\n")
     for name, message in report.failures.items():
         if json_mode:
             json_lines.emit_error(message, case=name)
         else:
             sys.stderr.write(f"error: {name}: {message}\n")
     return 1 if report.failures else 0
+
+
+def _report_case(case: Any, model: str, json_mode: bool) -> None:
+    """One finished case: a JSON ``result`` line, or a line of volumes and written files."""
+    if json_mode:
+        overlay = {"overlay": str(case.overlay)} if case.overlay else {}
+        json_lines.emit_result(case=case.name, model=model, labels=str(case.labels),
+                               segmentation=str(case.segmentation), volumes_ml=case.volumes_ml,
+                               seconds=case.seconds, **overlay)
+    else:
+        volumes = "  ".join(f"{name} {ml:8.1f} ml" for name, ml in case.volumes_ml.items())
+        written = ", ".join(str(path) for path in (case.labels, case.segmentation, case.overlay) if path)
+        sys.stdout.write(f"{case.name}: {volumes}   -> {written}\n")
+        sys.stdout.flush()
 
 
 def _cancelled(json_mode: bool) -> int:
