@@ -8,13 +8,14 @@ For each recipe (default: all of `kidneytumorseg-train recipe list`):
     kidneytumorseg-train recipe run NAME --data DATASET --work WORK/runs/NAME --budget B --train-cases FILE
         --export WORK/models --model-name NAME --model-version 0.1.0 [--threads N]
 timed as a whole (preprocessing, training, export), then `kidneytumorseg predict` with that package on the test
-cases (seconds per case from its JSON lines), our KiTS metrics on the predictions, and the package's parameter
-count. Then nnU-Net v2 (benchmarks/nnunet_peer_training.py) at the same schedule: the epochs x iterations most
-recipes trained with (read from their runs' config.json), or --peer-epochs / --peer-iterations. The table goes
-into ``--doc`` under "## Results at equal budget" (only that section is replaced; the file is created if
-missing), with the hardware (CPU from /proc/cpuinfo; a device column when CUDA is available), the budget and
-the dataset. Results are kept in WORK/results/NAME.json and WORK/nnunet/result.json: a method whose result
-exists is not run again unless --force. A recipe that fails is reported and left out; the others go on.
+cases (seconds per case from its JSON lines; after a kill, a rerun keeps the cases already predicted with the same
+weights and predicts the rest, see equal_budget/resume.py), our KiTS metrics on the predictions, and the package's
+parameter count. Then nnU-Net v2 (benchmarks/nnunet_peer_training.py) at the same schedule: the epochs x
+iterations most recipes trained with (read from their runs' config.json), or --peer-epochs / --peer-iterations.
+The table goes into ``--doc`` under "## Results at equal budget" (only that section is replaced; the file is
+created if missing), with the hardware (CPU from /proc/cpuinfo; a device column when CUDA is available), the
+budget and the dataset. Results are kept in WORK/results/NAME.json and WORK/nnunet/result.json: a method whose
+result exists is not run again unless --force. A recipe that fails is reported and left out; the others go on.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from equal_budget.report import (
     verdict,
     write_result,
 )
+from equal_budget.resume import finished_cases, mark_weights, remaining_cases, weights_fingerprint
 from equal_budget.scoring import score_predictions
 from nnunet_peer_training import PeerSettings, Runner, run_peer, subprocess_runner
 
@@ -173,12 +175,22 @@ def run_recipe(name: str, settings: TableSettings, runner: Runner = subprocess_r
         store = work / "store"
         runner([_tool("kidneytumorseg"), "models", "import", str(package), "--store-dir", str(store), "--overwrite"],
                log, settings.env)
-    logger.info("%s: predicting %d test case(s)", name, len(settings.test_ids))
-    output = runner([_tool("kidneytumorseg"), "predict", "-i", str(work / "test_input"), "-o", str(predictions),
-                     "--model", f"{name}@{MODEL_VERSION}", "--store-dir", str(store), "--device", settings.device,
-                     "--quality", settings.quality, "--precision", settings.precision, "--progress", "json"],
-                    log, settings.env)
-    seconds = predict_seconds(output)
+    fingerprint = weights_fingerprint(package)
+    seconds = finished_cases(log.read_text(errors="replace") if log.is_file() else "", predictions, fingerprint)
+    remaining = remaining_cases(settings.test_ids, seconds)
+    if seconds:
+        logger.info("%s: %d test case(s) predicted by an earlier run with these weights are kept", name, len(seconds))
+    if remaining:
+        logger.info("%s: predicting %d test case(s)", name, len(remaining))
+        inputs = work / "test_input"
+        if seconds:
+            inputs = link_cases(settings.dataset, remaining, work / "test_input_remaining" / name)
+        mark_weights(predictions, fingerprint)
+        output = runner([_tool("kidneytumorseg"), "predict", "-i", str(inputs), "-o", str(predictions),
+                         "--model", f"{name}@{MODEL_VERSION}", "--store-dir", str(store), "--device", settings.device,
+                         "--quality", settings.quality, "--precision", settings.precision, "--progress", "json"],
+                        log, settings.env)
+        seconds |= predict_seconds(output)
     missing = sorted(set(settings.test_ids) - set(seconds))
     if missing:
         raise RuntimeError(f"`kidneytumorseg predict` reported no result for {missing[:3]}; see {log}.")

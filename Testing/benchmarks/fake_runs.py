@@ -27,6 +27,7 @@ class FakeRunner:
         self.schedule, self.recipes = schedule, list(recipes)
         self.commands: list[list[str]] = []
         self.environments: list[dict[str, str]] = []
+        self.predict_stops_after: int | None = None  # a predict killed after this many cases
 
     def __call__(self, command: Sequence[str], log: Path, env: dict[str, str]) -> str:
         command = [str(part) for part in command]
@@ -38,7 +39,7 @@ class FakeRunner:
         if command[1:3] == ["recipe", "run"]:
             return self._recipe(command)
         if command[1] == "predict":
-            return self._copy_references(Path(_option(command, "-i")), Path(_option(command, "-o")), ".nii.gz")
+            return self._copy_references(Path(_option(command, "-i")), Path(_option(command, "-o")), ".nii.gz", log)
         if "equal_budget.nnunet_worker" in command:
             return self._worker(command, env)
         raise AssertionError(f"unexpected command {command}")
@@ -48,21 +49,26 @@ class FakeRunner:
         if name in self.fail:
             raise RuntimeError(f"recipe {name} failed")
         run = Path(_option(command, "--work")) / "fold0"
-        run.mkdir(parents=True)
+        run.mkdir(parents=True, exist_ok=True)  # the real command resumes a run folder
         (run / "config.json").write_text(json.dumps({"epochs": self.schedule[0], "train_ids": ["case_00000"],
                                                      "iterations_per_epoch": self.schedule[1]}))
         (run / "history.json").write_text(json.dumps([{"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 3.0}]))
         package = Path(_option(command, "--export")) / name / _option(command, "--model-version")
-        shutil.copytree(self.package_source, package)
+        shutil.copytree(self.package_source, package, dirs_exist_ok=True)  # --overwrite
         return "trained\n"
 
-    def _copy_references(self, cases: Path, output: Path, suffix: str) -> str:
+    def _copy_references(self, cases: Path, output: Path, suffix: str, log: Path) -> str:
+        """Each case written, then its result line (appended to ``log`` as it comes, as the real runner does)."""
         output.mkdir(parents=True, exist_ok=True)
         lines = []
         for index, case in enumerate(sorted(path.name for path in cases.iterdir())):
+            if self.predict_stops_after is not None and index >= self.predict_stops_after:
+                raise RuntimeError("kidneytumorseg predict ... failed with exit code -9")
             shutil.copy(self.dataset / case / "segmentation.nii.gz", output / f"{case}{suffix}")
             (output / f"{case}.seg.nrrd").write_text("not read by the scoring")
             lines.append(json.dumps({"type": "result", "case": case, "seconds": 1.0 + index}))
+            with log.open("a") as stream:
+                stream.write(lines[-1] + "\n")
         return "log line on stderr\n" + "\n".join(lines) + "\n"
 
     def _worker(self, command: list[str], env: dict[str, str]) -> str:

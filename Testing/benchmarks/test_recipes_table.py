@@ -88,6 +88,39 @@ def test_finished_methods_are_not_run_again(setup):
     assert sum("equal_budget.nnunet_worker" in c and "plan" in c for c in forced) == 0  # preprocessing kept
 
 
+def test_a_killed_prediction_resumes_with_the_cases_not_yet_predicted(setup):
+    runner, argv, doc, work = setup
+    runner.predict_stops_after = 1  # killed after the first test case
+    main([*argv, "--recipes", "alpha", "--no-peer"], runner)
+    predictions = work / "predictions" / "alpha"
+    assert sorted(p.name for p in predictions.glob("*.nii.gz")) == ["case_00003.nii.gz"]
+    assert not (work / "results" / "alpha.json").exists()
+
+    runner.predict_stops_after = None
+    before = len(runner.commands)
+    assert main([*argv, "--recipes", "alpha", "--no-peer"], runner) == 0
+    [predict] = [c for c in runner.commands[before:] if c[1] == "predict"]
+    assert predict[predict.index("-i") + 1] == str(work / "test_input_remaining" / "alpha")
+    assert sorted(p.name for p in (work / "test_input_remaining" / "alpha").iterdir()) == ["case_00004"]
+    result = json.loads((work / "results" / "alpha.json").read_text())
+    assert result["inference_seconds"] == {"case_00003": 1.0, "case_00004": 1.0}  # each from its own run
+    assert result["metrics"]  # both cases scored
+
+
+def test_predictions_from_other_weights_are_not_kept(setup):
+    runner, argv, doc, work = setup
+    runner.predict_stops_after = 1
+    main([*argv, "--recipes", "alpha", "--no-peer"], runner)
+    (work / "predictions" / "alpha" / ".weights").write_text("another package's weights\n")
+    runner.predict_stops_after = None
+    before = len(runner.commands)
+    assert main([*argv, "--recipes", "alpha", "--no-peer"], runner) == 0
+    [predict] = [c for c in runner.commands[before:] if c[1] == "predict"]
+    assert predict[predict.index("-i") + 1] == str(work / "test_input")
+    assert json.loads((work / "results" / "alpha.json").read_text())["inference_seconds"] == {
+        "case_00003": 1.0, "case_00004": 2.0}
+
+
 def test_peer_schedule_from_the_recipes_or_given():
     results = [{"name": n, "schedule": s} for n, s in
                [("a", {"epochs": 10, "iterations_per_epoch": 5}), ("b", {"epochs": 10, "iterations_per_epoch": 5}),
