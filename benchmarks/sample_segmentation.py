@@ -1,10 +1,14 @@
 """Time the README's main job: segment the bundled sample CT with the bundled model, as whole processes.
 
-    .venv/bin/python benchmarks/sample_segmentation.py [--repeats 3] [--model kits-demo]
+    .venv/bin/python benchmarks/sample_segmentation.py [--repeats 3] [--model kits-demo] \
+        [--variants auto,fp32,fp32-eager]
 
 Each repeat runs ``kidneytumorseg predict`` on the sample in a fresh process (Python start, imports, model
 loading and verification, segmentation, writing the label map, the .seg.nrrd and the overlay) at the default
-settings, and the table gives the median. The label map is also scored against the sample's reference mask
+settings, and the table gives the median. ``--variants`` times several settings side by side, interleaved per
+repeat: ``auto`` (the default precision), ``fp32``, ``half`` (``--precision``), and ``fp32-eager`` (float32 with
+the CPU fast path off, ``KIDNEYTUMORSEG_CPU_FAST_PATH=0``: the eager PyTorch network). The labels of the
+first variant are scored. The label map is also scored against the sample's reference mask
 (the real KiTS23 expert mask of case_00112 the synthetic CT was made from; case 00112 is held out of
 training).
 """
@@ -27,32 +31,48 @@ from kidneytumorseg.metrics import compute_case_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "KidneyTumorSeg" / "Resources" / "SampleData" / "kits-synthetic-00112"
+VARIANTS: dict[str, tuple[str, dict[str, str]]] = {  # name: (--precision, extra environment)
+    "auto": ("auto", {}),
+    "fp32": ("fp32", {}),
+    "half": ("half", {}),
+    "fp32-eager": ("fp32", {"KIDNEYTUMORSEG_CPU_FAST_PATH": "0"}),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default="kits-demo")
+    parser.add_argument("--variants", default="auto",
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (default auto)")
     args = parser.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown or not variants:
+        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}.")
     command = [str(Path(sys.executable).with_name("kidneytumorseg")), "predict", "-i",
                str(SAMPLE / "imaging.nii.gz"), "--model", args.model, "--overlay", "--progress", "none"]
-    seconds = []
+    seconds: dict[str, list[float]] = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory() as work:
         for repeat in range(args.repeats):
-            out = Path(work) / f"run{repeat}"
-            started = time.perf_counter()
-            subprocess.run([*command, "-o", str(out)], check=True, stdout=subprocess.DEVNULL)
-            seconds.append(time.perf_counter() - started)
-        labels = sorted(out.glob("*.nii.gz"))[0]
+            for variant in variants:
+                precision, environment = VARIANTS[variant]
+                out = Path(work) / f"{variant}-run{repeat}"
+                started = time.perf_counter()
+                subprocess.run([*command, "--precision", precision, "-o", str(out)], check=True,
+                               stdout=subprocess.DEVNULL, env=os.environ | environment)
+                seconds[variant].append(time.perf_counter() - started)
+        labels = sorted((Path(work) / f"{variants[0]}-run0").glob("*.nii.gz"))[0]
         metrics = compute_case_metrics(read_label_map(labels), read_label_map(SAMPLE / "segmentation.nii.gz"))
     print(f"# bundled sample segmentation, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print("| repeat | seconds |")
-    print("|---|---|")
-    for repeat, value in enumerate(seconds, 1):
-        print(f"| {repeat} | {value:.1f} |")
-    print(f"| **median** | **{statistics.median(seconds):.1f}** |")
+    print("| repeat | " + " | ".join(f"{variant} (s)" for variant in variants) + " |")
+    print("|---|" + "---|" * len(variants))
+    for repeat in range(args.repeats):
+        print(f"| {repeat + 1} | " + " | ".join(f"{seconds[v][repeat]:.1f}" for v in variants) + " |")
+    print("| **median** | " + " | ".join(f"**{statistics.median(seconds[v]):.1f}**" for v in variants) + " |")
     print()
+    print(f"Scored: the {variants[0]} labels.")
     print("| region | Dice | surface Dice |")
     print("|---|---|---|")
     for region, dice in metrics.dice.items():
