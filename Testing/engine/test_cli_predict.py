@@ -60,22 +60,30 @@ def test_an_unknown_model_is_a_clear_error(ct_file, tmp_path, random_package):
     assert "no-such-model" in result.stderr and "random-test" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_sigterm_cancels_between_tiles_and_writes_nothing(ct_file, tmp_path, make_random_package):
-    store = tmp_path / "store"
-    make_random_package(store / "random-test" / "1.0.0", with_localizer=False, spacing=(1.5, 1.5, 1.5))
-    process = subprocess.Popen([str(SCRIPT), *_args(ct_file, tmp_path / "out", store, "--progress", "json")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def _sigterm_when(args: list[str], stop, timeout: float = 240) -> tuple[list[dict], list[dict]]:
+    """Run the command with JSON lines, send SIGTERM at the first event for which ``stop(event)`` is true; return
+    the events up to it and those after, having checked the exit code and the final ``cancelled``."""
+    process = subprocess.Popen([str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=os.environ | {"OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
+    seen, deadline = [], time.monotonic() + timeout
     for line in process.stdout:
-        event = json.loads(line)
-        if event["type"] == "progress" and event["stage"].startswith("member"):
+        seen.append(json.loads(line))
+        if stop(seen[-1]):
             process.send_signal(signal.SIGTERM)
             break
         assert time.monotonic() < deadline
-    remaining, _ = process.communicate(timeout=120)
+    rest, _ = process.communicate(timeout=120)
+    remaining = [json.loads(line) for line in rest.splitlines()]
     assert process.returncode == 130
-    assert json.loads(remaining.splitlines()[-1]) == {"type": "cancelled"}
+    assert remaining[-1] == {"type": "cancelled"}
+    return seen, remaining
+
+
+def test_sigterm_cancels_between_tiles_and_writes_nothing(ct_file, tmp_path, make_random_package):
+    store = tmp_path / "store"
+    make_random_package(store / "random-test" / "1.0.0", with_localizer=False, spacing=(1.5, 1.5, 1.5))
+    _, remaining = _sigterm_when(_args(ct_file, tmp_path / "out", store, "--progress", "json"),
+                                 lambda event: event["type"] == "progress" and event["stage"].startswith("member"))
     assert not any((tmp_path / "out").glob("*.nii.gz")) and not any((tmp_path / "out").glob("*.nrrd"))
 
 
@@ -86,24 +94,14 @@ def test_each_case_is_reported_when_written_so_a_cancel_loses_no_finished_case(c
     for name in ("case_00001", "case_00002"):
         (tmp_path / "in" / name).mkdir(parents=True)
         (tmp_path / "in" / name / "imaging.nii.gz").write_bytes(ct_file.read_bytes())
-    process = subprocess.Popen([str(SCRIPT), *_args(tmp_path / "in", tmp_path / "out", store, "--progress", "json")],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=os.environ | {"OMP_NUM_THREADS": "1"})
-    results, deadline = [], time.monotonic() + 240
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["type"] == "result":
-            results.append(event)
-        if event["type"] == "progress" and event["case"] == "case_00002" and event["stage"].startswith("member"):
-            # The first case's result came before the second case started, not at the end of the batch.
-            assert [r["case"] for r in results] == ["case_00001"]
-            process.send_signal(signal.SIGTERM)
-            break
-        assert time.monotonic() < deadline
-    remaining, _ = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert json.loads(remaining.splitlines()[-1]) == {"type": "cancelled"}
-    assert not any(json.loads(line)["type"] == "result" for line in remaining.splitlines())
+    seen, remaining = _sigterm_when(
+        _args(tmp_path / "in", tmp_path / "out", store, "--progress", "json"),
+        lambda event: event["type"] == "progress" and event["case"] == "case_00002"
+        and event["stage"].startswith("member"))
+    # The first case's result came before the second case started, not at the end of the batch.
+    results = [event for event in seen if event["type"] == "result"]
+    assert [r["case"] for r in results] == ["case_00001"]
+    assert not any(event["type"] == "result" for event in remaining)
     assert Path(results[0]["labels"]).is_file() and Path(results[0]["segmentation"]).is_file()
     assert results[0]["seconds"] > 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case_00001.nii.gz", "case_00001.seg.nrrd"]
