@@ -149,8 +149,9 @@ def predict_files(
     """Segment every case of ``input_path`` into ``output``. A case that fails is reported by name and the
     others go on; cancelling stops at once (``Cancelled``), and a case is written only when complete.
     With ``overlay``, each case also gets a PNG of the CT with the predicted labels (see ``overlay_path``).
-    ``on_case(output, model)`` (``model``: NAME@VERSION) is called as soon as each case is written, so a caller can report it before the batch
-    ends (the ``predict`` command's JSON lines do: a cancelled batch has reported every finished case)."""
+    ``on_case(output, model)`` (``model``: NAME@VERSION) is called as soon as each case is written, so a caller
+    can report it before the batch ends (the ``predict`` command's JSON lines do: a cancelled batch has reported
+    every finished case)."""
     cases, single = find_inputs(input_path)
     output = Path(output)
     check_writable(output.parent if single and image_suffix(output) else output)
