@@ -93,23 +93,13 @@ if str(BENCHMARKS) not in sys.path:
 from peer_comparison.measurement import measure, run_all  # noqa: E402
 from peer_comparison.preparation import DEFAULT_CASE, prepare  # noqa: E402
 from peer_comparison.report import package_version, report  # noqa: E402
-from peer_comparison.runners import PeerNetwork, as_probabilities, peer_runner, predict_probabilities  # noqa: E402
+from peer_comparison.runners import predict_probabilities  # noqa: E402
 from peer_comparison.torchvision_guard import block_torchvision  # noqa: E402
-from peer_comparison.variants import (  # noqa: E402
-    AGREEMENT_VARIANTS,
-    AS_SHIPPED,
-    EXTRA_VARIANTS,
-    OURS,
-    OURS_EAGER,
-    OURS_HALF,
-    SlidingWindowConfig,
-    Variant,
-)
+from peer_comparison.variants import OURS, SlidingWindowConfig, Variant  # noqa: E402
 
-# The peer adapters, for whoever imports this script (Testing/engine/test_peer_agreement.py).
-__all__ = ["AGREEMENT_VARIANTS", "AS_SHIPPED", "EXTRA_VARIANTS", "OURS", "OURS_EAGER", "OURS_HALF", "PeerNetwork",
-           "SlidingWindowConfig", "Variant", "as_probabilities", "benchmark", "block_torchvision", "main", "measure",
-           "peer_runner", "predict_probabilities"]
+# What Testing/engine/test_peer_agreement.py, which imports this script by path, uses of the peer adapters.
+__all__ = ["OURS", "SlidingWindowConfig", "Variant", "benchmark", "block_torchvision", "main",
+           "predict_probabilities"]
 
 logger = logging.getLogger("predictor_vs_peers")
 
