@@ -39,3 +39,14 @@ def test_the_fingerprint_is_the_members_sha256(tmp_path):
     fingerprint = weights_fingerprint(package)
     assert all(len(part) == 64 for part in fingerprint.split(","))
     assert fingerprint == weights_fingerprint(package)
+
+
+def test_new_weights_clear_the_old_label_maps(tmp_path):
+    predictions = tmp_path / "predictions"
+    mark_weights(predictions, "old")
+    (predictions / "case_00001.nii.gz").write_bytes(b"old labels")
+    mark_weights(predictions, "old")  # the same weights: kept
+    assert (predictions / "case_00001.nii.gz").is_file()
+    mark_weights(predictions, "new")  # a new run killed before case_00001 must not find the old file
+    assert not (predictions / "case_00001.nii.gz").exists()
+    assert finished_cases(LOG, predictions, "new") == {}

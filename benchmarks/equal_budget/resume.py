@@ -38,9 +38,18 @@ def finished_cases(log_text: str, predictions: Path, fingerprint: str) -> dict[s
 
 
 def mark_weights(predictions: Path, fingerprint: str) -> None:
-    """Record which weights the predictions in ``predictions`` come from (before predicting into it)."""
+    """Record which weights the predictions in ``predictions`` come from (before predicting into it).
+
+    When the folder held other (or unrecorded) weights, their label maps are removed first: otherwise a run with
+    the new weights killed early would leave old files that the new marker vouches for."""
+    marker = predictions / WEIGHTS_FILE
+    if marker.is_file() and marker.read_text().strip() == fingerprint:
+        return
+    if predictions.is_dir():
+        for stale in [*predictions.glob(f"*{LABEL_SUFFIX}"), *predictions.glob("*.seg.nrrd")]:
+            stale.unlink()
     predictions.mkdir(parents=True, exist_ok=True)
-    (predictions / WEIGHTS_FILE).write_text(fingerprint + "\n")
+    marker.write_text(fingerprint + "\n")
 
 
 def remaining_cases(test_ids: Sequence[str], finished: dict[str, float]) -> list[str]:
