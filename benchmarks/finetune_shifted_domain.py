@@ -2,11 +2,17 @@
 
     .venv/bin/python benchmarks/finetune_shifted_domain.py --masks ../shared/data/kits23-masks \\
         --original work_data/synthetic_1.5x1.5x3 --replay work_data/pre_3x2x2 --model kits-demo@1.0.0 \\
-        [--shifted-cases 10] [--original-cases 10] [--epochs 20] [--iterations 20] [--threads 2]
+        [--shift acquisition|hyperenhancing-tumor] [--shifted-cases 10] [--original-cases 10] [--epochs 20] \\
+        [--iterations 20] [--threads 2]
 
 1. Shifted domain: synthetic CT from real KiTS23 masks of held-out cases (id % 5 == 2, never used in
-   training), with an acquisition outside the training range: noise 55 HU (training: 6..28), a smoother
-   reconstruction kernel, thicker slice profile and a +20 HU calibration offset.
+   training), made with one of two shifts (``--shift``):
+   - ``acquisition`` (the default): an acquisition outside the training range: noise 55 HU (training: 6..28),
+     a smoother reconstruction kernel, thicker slice profile and a +20 HU calibration offset;
+   - ``hyperenhancing-tumor``: the tumor's mean HU drawn from 260..340, above the kidney cortex's range in every
+     phase (at most 250), as a hypervascular tumor in an arterial phase looks; training draws the tumor's mean
+     from 20..180 by phase, mostly below the cortex. The intensity augmentation (brightness, contrast, gamma)
+     changes the whole patch and keeps the order of tissues, so it cannot make this domain.
 2. These cases are exported as a corrections folder (what "Export correction" writes: the image, the
    corrected label map and correction.json). `finetune` holds out half of them, fine-tunes every member of
    the model on the rest (mixed with replayed original training data so it does not forget), and measures
@@ -38,6 +44,11 @@ from kidneytumorseg_training.synthetic.generator import generate_ct
 from kidneytumorseg_training.synthetic.resample import resample_to_spacing
 
 SHIFT = {"noise_hu": 55.0, "in_plane_blur": 1.2, "slice_profile": 0.9, "calibration_offset": 20.0}
+# name -> (scanner overrides, tissue mean-HU overrides) of generate_ct
+SHIFTS: dict[str, tuple[dict[str, float], dict[str, tuple[float, float]]]] = {
+    "acquisition": (SHIFT, {}),
+    "hyperenhancing-tumor": ({}, {"tumor": (260.0, 340.0)}),
+}
 REGIONS = ("kidney_and_mass", "mass", "tumor")
 
 
@@ -45,19 +56,25 @@ def held_out_ids(masks: Path) -> list[str]:
     return sorted(p.name for p in masks.glob("case_*") if int(p.name.split("_")[1]) % 5 == 2)
 
 
-def build_corrections(masks: Path, ids: list[str], folder: Path, model: str) -> None:
+def build_corrections(masks: Path, ids: list[str], folder: Path, model: str, shift: str = "acquisition") -> None:
+    scanner, tissue = SHIFTS[shift]
+    note = f"synthetic shifted domain {shift}: scanner {scanner}, tissue HU {tissue}"
     for case in ids:
         target = folder / case
         if (target / "correction.json").is_file():
+            recorded = json.loads((target / "correction.json").read_text()).get("shift", "acquisition")
+            if recorded != shift:
+                raise SystemExit(f"{target} was built with the {recorded!r} shift, not {shift!r}; give another "
+                                 f"--work folder.")
             continue
         mask = resample_to_spacing(read_label_map(masks / case / "segmentation.nii.gz"), (1.5, 1.5, 3.0),
                                    is_label=True)
-        synthetic = generate_ct(mask, case_seed(1, case), scanner_overrides=SHIFT)
+        synthetic = generate_ct(mask, case_seed(1, case), scanner_overrides=scanner, tissue_hu_overrides=tissue)
         target.mkdir(parents=True, exist_ok=True)
         write_image_atomic(synthetic.image, target / "imaging.nii.gz")
         write_image_atomic(mask, target / "segmentation.nii.gz")
-        record = {"model": model, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  "note": f"synthetic shifted domain {SHIFT}; the reference mask stands for the correction"}
+        record = {"model": model, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shift": shift,
+                  "note": f"{note}; the reference mask stands for the correction"}
         (target / "correction.json").write_text(json.dumps(record, indent=2))
         logging.info("built shifted case %s", case)
 
@@ -87,9 +104,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=defaults.LEARNING_RATE)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER)
     parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO)
-    parser.add_argument("--work", type=Path, default=Path("work_runs/finetune_shifted"))
+    parser.add_argument("--shift", choices=sorted(SHIFTS), default="acquisition", help="the shifted domain")
+    parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
+                        "work_runs/finetune_shifted_SHIFT")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.work is None:
+        suffix = "" if args.shift == "acquisition" else f"_{args.shift}"
+        args.work = Path(f"work_runs/finetune_shifted{suffix}")
     if args.threads:
         import torch
 
@@ -100,7 +122,7 @@ def main() -> None:
     ids = held_out_ids(args.masks)
     shifted, original = ids[: args.shifted_cases], ids[args.shifted_cases: args.shifted_cases + args.original_cases]
     corrections = args.work / "corrections"
-    build_corrections(args.masks, shifted, corrections, args.model)
+    build_corrections(args.masks, shifted, corrections, args.model, args.shift)
     started = time.perf_counter()
     result = finetune(args.model, corrections, replay=args.replay, holdout=0.5, epochs=args.epochs,
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
@@ -110,6 +132,7 @@ def main() -> None:
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store, args.model, args.original, original)
     original_after = evaluate(store, new_model, args.original, original)
+    print(f"# shift {args.shift}: scanner {SHIFTS[args.shift][0]}, tissue HU {SHIFTS[args.shift][1]}")
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, replay {args.replay} "
           f"x{args.replay_ratio}), {seconds:.0f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from kidneytumorseg.errors import InputImageError, InsufficientMemoryError
 from kidneytumorseg.geometry import to_lps
@@ -126,6 +127,25 @@ def test_a_mask_with_foreign_labels_is_refused():
     mask = sitk.GetImageFromArray(np.full((8, 8, 8), 5, dtype=np.uint8))
     with pytest.raises(InputImageError, match="outside 0..3"):
         generate_ct(mask, seed=0)
+
+
+def test_tissue_hu_overrides_make_the_tumor_hyperenhancing_and_leave_far_voxels_alone(load_mask):
+    """A shifted domain for fine-tuning: the tumor brighter than the kidney, the rest of the case unchanged."""
+    mask = load_mask(CASE)
+    labels = _array(mask)
+    plain = generate_ct(mask, seed=5, phase=Phase.NEPHROGRAPHIC)
+    bright = generate_ct(mask, seed=5, phase=Phase.NEPHROGRAPHIC, tissue_hu_overrides={"tumor": (300, 340)})
+    a, b = _array(plain.image).astype(float), _array(bright.image).astype(float)
+    assert np.median(a[labels == TUMOR]) < np.median(a[labels == KIDNEY])  # hypo-enhancing as drawn
+    assert np.median(b[labels == TUMOR]) > np.median(b[labels == KIDNEY]) + 50  # hyper-enhancing now
+    spacing = mask.GetSpacing()[::-1]
+    far = ndimage.distance_transform_edt(labels != TUMOR, sampling=spacing) > 15.0  # beyond any blur
+    assert np.array_equal(a[far], b[far])
+    assert bright.phase == plain.phase and bright.body == plain.body and bright.scanner == plain.scanner
+    with pytest.raises(ValueError, match="Unknown tissue 'tumour'"):
+        generate_ct(mask, seed=5, tissue_hu_overrides={"tumour": (300, 340)})
+    with pytest.raises(ValueError, match="low <= high"):
+        generate_ct(mask, seed=5, tissue_hu_overrides={"tumor": (340, 300)})
 
 
 def test_a_2d_mask_is_refused():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -18,7 +18,14 @@ from kidneytumorseg_training.synthetic.frame import build_frame
 from kidneytumorseg_training.synthetic.kidney_texture import paint_kidneys
 from kidneytumorseg_training.synthetic.noise import smooth_noise
 from kidneytumorseg_training.synthetic.scanner import ScannerSettings, acquire, draw_scanner
-from kidneytumorseg_training.synthetic.tissues import PHASE_PROBABILITIES, TEXTURE_HU, Phase, Tissue, hu_range
+from kidneytumorseg_training.synthetic.tissues import (
+    PHASE_PROBABILITIES,
+    TEXTURE_HU,
+    Phase,
+    Tissue,
+    hu_range,
+    parse_hu_overrides,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,16 +57,20 @@ class SyntheticCT:
 
 
 def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None,
-                scanner_overrides: Mapping[str, Any] | None = None) -> SyntheticCT:
+                scanner_overrides: Mapping[str, Any] | None = None,
+                tissue_hu_overrides: Mapping[str, Sequence[float]] | None = None) -> SyntheticCT:
     """Generate a synthetic CT for a KiTS label map. Same mask and seed give the same image, bit for bit.
 
     ``phase`` forces a contrast phase; by default it is drawn (mostly corticomedullary / nephrographic).
     ``scanner_overrides`` replaces drawn acquisition settings (``ScannerSettings`` fields, e.g.
     ``{"noise_hu": 45}``), which makes shifted domains for fine-tuning experiments; the random streams are
-    unchanged, so everything else about the case stays the same.
+    unchanged, so everything else about the case stays the same. ``tissue_hu_overrides`` does the same for
+    tissue contrast: ``{"tumor": (260, 340)}`` draws the tumor's mean HU from that range instead of the phase's
+    (a hyper-enhancing tumor); names are :class:`Tissue` members in lower case.
     """
     check_3d(mask, "mask")
     check_label_map(mask, "mask")
+    hu_overrides = parse_hu_overrides(tissue_hu_overrides)
     voxels = mask.GetNumberOfPixels()
     require_memory(
         BYTES_PER_VOXEL * voxels, f"generating a CT on a {'x'.join(map(str, mask.GetSize()))} grid",
@@ -79,7 +90,7 @@ def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None,
     means = np.zeros(len(Tissue), dtype=np.float32)
     amplitudes = np.zeros(len(Tissue), dtype=np.float32)
     for t in Tissue:
-        means[t] = texture_rng.uniform(*hu_range(t, phase))
+        means[t] = texture_rng.uniform(*hu_range(t, phase, hu_overrides))
         amplitudes[t] = TEXTURE_HU.get(t, 3.0)
     if body.oral_contrast:
         means[Tissue.BOWEL_FLUID] = texture_rng.uniform(150, 400)
@@ -88,7 +99,7 @@ def generate_ct(mask: sitk.Image, seed: int, phase: Phase | None = None,
     texture *= amplitudes[tissue]
     hu += texture
     del texture
-    paint_kidneys(hu, labels, frame, phase, kidney_rng)
+    paint_kidneys(hu, labels, frame, phase, kidney_rng, hu_overrides)
 
     scanner = draw_scanner(scanner_rng)
     if scanner_overrides:

@@ -13,13 +13,17 @@ from scipy import ndimage
 from kidneytumorseg.labels import CYST, KIDNEY, TUMOR
 from kidneytumorseg_training.synthetic.frame import AnatomicalFrame
 from kidneytumorseg_training.synthetic.noise import smooth_noise
-from kidneytumorseg_training.synthetic.tissues import Phase, Tissue, hu_range
+from kidneytumorseg_training.synthetic.tissues import HURanges, Phase, Tissue, hu_range
 
 
 def paint_kidneys(
-    hu: np.ndarray, mask: np.ndarray, frame: AnatomicalFrame, phase: Phase, rng: np.random.Generator
+    hu: np.ndarray, mask: np.ndarray, frame: AnatomicalFrame, phase: Phase, rng: np.random.Generator,
+    overrides: HURanges | None = None,
 ) -> None:
-    """Overwrite ``hu`` inside kidney, tumor and cyst voxels of ``mask`` (LPS grid) with their texture."""
+    """Overwrite ``hu`` inside kidney, tumor and cyst voxels of ``mask`` (LPS grid) with their texture.
+
+    ``overrides``: mean-HU ranges replacing the phase's for kidney, tumor or cyst (a shifted domain); the random
+    draws are the same, so everything else about the case is unchanged."""
     foreground = mask > 0
     if not foreground.any():
         return
@@ -30,11 +34,11 @@ def paint_kidneys(
     local_hu = hu[box]
     spacing = frame.spacing
     depth = ndimage.distance_transform_edt(local_mask > 0, sampling=spacing).astype(np.float32)
-    _paint_parenchyma(local_hu, local_mask, depth, frame, box, phase, rng)
+    _paint_parenchyma(local_hu, local_mask, depth, frame, box, phase, rng, overrides)
     for component, _ in _components(local_mask == TUMOR):
-        _paint_tumor(local_hu, component, spacing, phase, rng)
+        _paint_tumor(local_hu, component, spacing, phase, rng, overrides)
     for component, _ in _components(local_mask == CYST):
-        _paint_cyst(local_hu, component, spacing, phase, rng)
+        _paint_cyst(local_hu, component, spacing, phase, rng, overrides)
 
 
 def _components(binary: np.ndarray):
@@ -52,12 +56,12 @@ def _draw(rng: np.random.Generator, low: float, high: float) -> float:
 
 def _paint_parenchyma(
     hu: np.ndarray, mask: np.ndarray, depth: np.ndarray, frame: AnatomicalFrame, box: tuple,
-    phase: Phase, rng: np.random.Generator,
+    phase: Phase, rng: np.random.Generator, overrides: HURanges | None = None,
 ) -> None:
     kidney = mask == KIDNEY
     if not kidney.any():
         return
-    cortex_hu = _draw(rng, *hu_range(Tissue.KIDNEY, phase))
+    cortex_hu = _draw(rng, *hu_range(Tissue.KIDNEY, phase, overrides))
     cortex_mm = _draw(rng, 4.0, 8.0)
     shape, spacing = mask.shape, frame.spacing
     lobes = smooth_noise(shape, spacing, 9.0, rng)
@@ -97,10 +101,11 @@ def _paint_parenchyma(
     hu[kidney] = values[kidney]
 
 
-def _paint_tumor(hu: np.ndarray, component, spacing, phase: Phase, rng: np.random.Generator) -> None:
+def _paint_tumor(hu: np.ndarray, component, spacing, phase: Phase, rng: np.random.Generator,
+                 overrides: HURanges | None = None) -> None:
     box, inside = component
     shape = inside.shape
-    base = _draw(rng, *hu_range(Tissue.TUMOR, phase))
+    base = _draw(rng, *hu_range(Tissue.TUMOR, phase, overrides))
     texture = smooth_noise(shape, spacing, _draw(rng, 3, 8), rng)
     values = base + _draw(rng, 10, 35) * texture
     depth = ndimage.distance_transform_edt(inside, sampling=spacing)
@@ -121,12 +126,13 @@ def _paint_tumor(hu: np.ndarray, component, spacing, phase: Phase, rng: np.rando
     target[inside] = values[inside].astype(np.float32)
 
 
-def _paint_cyst(hu: np.ndarray, component, spacing, phase: Phase, rng: np.random.Generator) -> None:
+def _paint_cyst(hu: np.ndarray, component, spacing, phase: Phase, rng: np.random.Generator,
+                overrides: HURanges | None = None) -> None:
     box, inside = component
     if rng.random() < 0.15:
         content = _draw(rng, 50, 90)  # hyperdense (haemorrhagic / proteinaceous) cyst
     else:
-        content = _draw(rng, *hu_range(Tissue.CYST, phase))
+        content = _draw(rng, *hu_range(Tissue.CYST, phase, overrides))
     values = np.full(inside.shape, content, dtype=np.float32)
     if phase != Phase.UNENHANCED:
         # A thin, sharply bounded wall one voxel thick.

@@ -6,6 +6,7 @@ range, so that the same tissue differs between patients and scanners the way it 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import Enum, IntEnum
 
 
@@ -107,7 +108,30 @@ TEXTURE_HU: dict[Tissue, float] = {
 _PHASE_INDEX = {Phase.UNENHANCED: 0, Phase.CORTICOMEDULLARY: 1, Phase.NEPHROGRAPHIC: 2, Phase.EXCRETORY: 3}
 
 
-def hu_range(tissue: Tissue, phase: Phase) -> tuple[float, float]:
-    """The range the mean HU of ``tissue`` is drawn from in ``phase``."""
+HURanges = Mapping[Tissue, tuple[float, float]]
+
+
+def hu_range(tissue: Tissue, phase: Phase, overrides: HURanges | None = None) -> tuple[float, float]:
+    """The range the mean HU of ``tissue`` is drawn from in ``phase`` (``overrides[tissue]`` where given)."""
+    if overrides and tissue in overrides:
+        return overrides[tissue]
     ranges = _HU[tissue]
     return ranges[0] if len(ranges) == 1 else ranges[_PHASE_INDEX[phase]]
+
+
+def parse_hu_overrides(overrides: Mapping[str, Sequence[float]] | None) -> dict[Tissue, tuple[float, float]]:
+    """``{"tumor": (260, 340)}`` -> ``{Tissue.TUMOR: (260.0, 340.0)}``; ValueError naming the fix when a tissue
+    is unknown or a range is not ``(low, high)`` with ``low <= high``."""
+    parsed: dict[Tissue, tuple[float, float]] = {}
+    for name, values in (overrides or {}).items():
+        try:
+            tissue = Tissue[str(name).upper()]
+        except KeyError:
+            raise ValueError(f"Unknown tissue {name!r} in the HU overrides; known: "
+                             f"{[t.name.lower() for t in Tissue]}.") from None
+        bounds = tuple(float(v) for v in values)
+        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+            raise ValueError(f"The HU override of {name!r} must be a range (low, high) with low <= high, "
+                             f"got {list(values)}.")
+        parsed[tissue] = (bounds[0], bounds[1])
+    return parsed
