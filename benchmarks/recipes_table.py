@@ -228,7 +228,8 @@ def document_body(results: Sequence[dict[str, Any]], settings: TableSettings, co
     hardware = cpu_description() + (f", GPU {gpu}" if gpu else ", no GPU")
     peer = next((r for r in results if r["kind"] == "peer"), None)
     lines = [
-        f"Measured on {date.today().isoformat()} on {hardware}; budget `{settings.budget}`; "
+        f"Table written on {date.today().isoformat()} from each method's kept result (a method runs once; "
+        f"`--force` measures again), measured on {hardware}; budget `{settings.budget}`; "
         f"{len(settings.train_ids)} training and {len(settings.test_ids)} held-out test cases of "
         f"`{settings.dataset}`. **The CT is synthetic** (made from the real KiTS23 expert masks, see the README): "
         f"these scores rank methods on that data; they are not accuracies on real CT.",
