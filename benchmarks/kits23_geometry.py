@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from kidneytumorseg.geometry import resampled_shape
+from kidneytumorseg.geometry import orientation_of, resampled_shape
 from kidneytumorseg.sliding_window import tile_starts
 
 
@@ -27,12 +27,9 @@ def extents_mm(masks: Path) -> dict[str, np.ndarray]:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        extent = np.asarray(reader.GetSize(), dtype=float) * np.asarray(reader.GetSpacing(), dtype=float)
-        direction = np.abs(np.asarray(reader.GetDirection(), dtype=float).reshape(3, 3))
-        # index axis i runs mostly along physical axis argmax |direction[:, i]| (0 x = L, 1 y = P, 2 z = S)
-        physical = [int(np.argmax(direction[:, i])) for i in range(3)]
-        by_axis = {axis: extent[i] for i, axis in enumerate(physical)}
-        result[path.parent.name] = np.asarray([by_axis[2], by_axis[1], by_axis[0]])
+        # the reader after ReadImageInformation has the geometry getters orientation_of reads, and no pixels
+        orientation = orientation_of(reader)  # type: ignore[arg-type]
+        result[path.parent.name] = np.asarray(orientation.lps_shape, dtype=float) * orientation.lps_spacing
     if not result:
         raise SystemExit(f"No case_*/segmentation.nii.gz under {masks}; give the KiTS23 masks folder.")
     return result
@@ -40,7 +37,7 @@ def extents_mm(masks: Path) -> dict[str, np.ndarray]:
 
 def tiles(extent_mm: np.ndarray, spacing: list[float], patch: list[int]) -> int:
     shape = resampled_shape([1, 1, 1], list(extent_mm), spacing)
-    return int(np.prod([len(tile_starts(max(n, p), p, 0.5)) for n, p in zip(shape, patch, strict=True)]))
+    return int(np.prod([len(tile_starts(n, p, 0.5)) for n, p in zip(shape, patch, strict=True)]))
 
 
 def main() -> None:
@@ -60,9 +57,9 @@ def main() -> None:
               f"{tiles(values, args.spacing, args.patch):3d} tiles of {args.patch} at {args.spacing} mm")
     distance = np.linalg.norm((table - median) / median, axis=1)
     print(f"cases nearest the median extent (tiles of {args.patch} at {args.spacing} mm):")
+    names = list(extents)
     for index in np.argsort(distance, kind="stable")[: args.nearest]:
-        name = list(extents)[index]
-        e = extents[name]
+        name, e = names[index], table[index]
         print(f"  {name}  {e[0]:5.0f} x {e[1]:4.0f} x {e[2]:4.0f} mm  {tiles(e, args.spacing, args.patch):3d} tiles")
 
 
