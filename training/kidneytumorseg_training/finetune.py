@@ -157,11 +157,11 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
     if not 0.0 < float(holdout) < 1.0:
         problems.append(f"holdout must be a fraction between 0 and 1 (exclusive), got {holdout!r}; 0.3 is usual")
     if type(learning_rate) not in (int, float) or not learning_rate > 0:
-        problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; 1e-3 is usual")
+        problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; 3e-4 is usual")
     if optimizer not in OPTIMIZERS:
         problems.append(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if type(replay_ratio) not in (int, float) or not replay_ratio > 0:
-        problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; 1 is usual")
+        problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; 4 is usual")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
@@ -256,7 +256,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
-    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 2 makes a third of the
+    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 4 makes a fifth of the
     patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
     the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""

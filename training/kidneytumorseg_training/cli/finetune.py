@@ -59,8 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="original training data to mix in: a preprocessed folder (plans.json) made with the "
                              "package's spacing and normalisation, or a dataset folder")
     parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO, metavar="R",
-                        help=f"replayed cases per corrected training case (default {defaults.REPLAY_RATIO:g}: a third "
-                             f"of the patches come from the corrections)")
+                        help=f"replayed cases per corrected training case (default {defaults.REPLAY_RATIO:g}: "
+                             f"1 / (1 + R) of the patches come from the corrections)")
     parser.add_argument("--holdout", type=float, default=defaults.HOLDOUT,
                         help=f"fraction of the corrections held out to compare old and new (default "
                              f"{defaults.HOLDOUT:g})")
