@@ -25,7 +25,9 @@ def package():
 def test_bundled_package_is_complete_small_and_verified(package):
     verify(package)
     assert package.path.is_relative_to(default_bundled_dir())
-    assert len(package.segmenters) >= 2 and package.localizer is not None
+    # 1.1.0 has one segmenter: with the second fold as under-trained as it is now the pair scored worse on the
+    # held-out cases (model card). Every bundled version must segment, and cascade, on its own.
+    assert len(package.segmenters) >= 1 and package.localizer is not None
     size = sum(f.stat().st_size for f in package.path.iterdir())
     assert size <= 30 * 2**20, f"the bundled package must stay within 30 MB, it is {size / 2**20:.1f} MB"
     assert "synthetic" in package.provenance.get("data", "").lower()
@@ -41,5 +43,5 @@ def test_bundled_model_segments_the_bundled_sample(package, cascade):
     assert result.labels.GetDirection() == image.GetDirection()
     metrics = compute_case_metrics(result.labels, read_label_map(SAMPLE / "segmentation.nii.gz"))
     # Chance level is ~0 (the kidneys are 1% of the volume); a trained model is far above it.
-    assert metrics.dice["kidney_and_mass"] > 0.7, metrics.dice
+    assert metrics.dice["kidney_and_mass"] > 0.9, metrics.dice
     assert 100 < result.volumes_ml["kidney"] < 1000

@@ -22,9 +22,15 @@ import pytest
 import SimpleITK as sitk
 from web_helpers import CHROMIUM, CHROMIUM_ARGS, SAMPLE_DIR, missing_browser_requirements, start_server
 
+from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+
 SHORT_FINETUNE = "--epochs 1 --iterations 2 --workers 0 --no-augmentation --seed 1"
 SEGMENT_TIMEOUT_MS = 300_000
 FINETUNE_TIMEOUT_MS = 900_000
+BUNDLED = ModelStore(default_bundled_dir(), Path("no-user-models")).resolve("kits-demo")  # the newest bundled
+_MAJOR, _MINOR, _PATCH = (int(part) for part in BUNDLED.version.split("."))
+SEGMENTED_BY = f"kits-demo@{BUNDLED.version}"
+FINETUNED_VERSION = f"{_MAJOR}.{_MINOR}.{_PATCH + 1}"  # the next patch version, as the fine-tuning writes
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +177,7 @@ def segment_paint_and_export(page: Any, web: Any, artifacts: Path) -> tuple[Path
     for name in ("kidney", "tumor", "cyst"):
         page.wait_for_selector(f"#vol-{name}")
     assert volume_ml(page, "kidney") > 50
-    assert "kits-demo@1.0.0" in state(page, "message")
+    assert SEGMENTED_BY in state(page, "message")
     shot(page, artifacts, "01-segmented.png")
 
     draft = export(page, web, "e2e-draft")
@@ -220,7 +226,7 @@ def test_segment_paint_and_export(page, web, artifacts):
     assert extent[0] > extent[1], "the stroke runs right-left, as drawn"
     assert np.all(after[before == 2] == 2), "painting tumor removed no tumor"
     record = json.loads((corrected / "correction.json").read_text())
-    assert record["model"] == "kits-demo@1.0.0" and record["voxels"]["tumor"] == int((after == 2).sum())
+    assert record["model"] == SEGMENTED_BY and record["voxels"]["tumor"] == int((after == 2).sum())
 
 
 def test_erase_scissors_islands_and_undo(page, web, artifacts):
@@ -273,13 +279,13 @@ def test_finetune_then_segment_with_the_new_version(page, web, artifacts):
     shot(page, artifacts, "04-finetuning.png")
     page.wait_for_function("() => !window.trame.state.get('finetune_running')", timeout=FINETUNE_TIMEOUT_MS)
     no_error(page, web)
-    assert state(page, "model") == "kits-demo@1.0.1"
-    assert (web.root / "models" / "kits-demo" / "1.0.1" / "model.json").is_file()
-    assert "New version kits-demo@1.0.1 selected" in state(page, "message")
+    assert state(page, "model") == f"kits-demo@{FINETUNED_VERSION}"
+    assert (web.root / "models" / "kits-demo" / FINETUNED_VERSION / "model.json").is_file()
+    assert f"New version kits-demo@{FINETUNED_VERSION} selected" in state(page, "message")
 
     segment(page, web, replace=True)
-    assert "kits-demo@1.0.1" in state(page, "message")
+    assert f"kits-demo@{FINETUNED_VERSION}" in state(page, "message")
     assert {row["id"] for row in state(page, "volumes")} == {"kidney", "tumor", "cyst"}
     record = json.loads((export(page, web, "e2e-v2") / "correction.json").read_text())
-    assert record["model"] == "kits-demo@1.0.1"
+    assert record["model"] == f"kits-demo@{FINETUNED_VERSION}"
     shot(page, artifacts, "05-segmented-with-new-version.png")
