@@ -26,15 +26,10 @@ import torch
 from held_out_cases import add_case_arguments, load_package, read_cases
 
 from kidneytumorseg.image_io import read_ct, read_label_map
-from kidneytumorseg.metrics import compute_case_metrics
+from kidneytumorseg.metrics import compute_case_metrics, dice_coefficient
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 
 MODES = {"full": False, "cascade": True}
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def main() -> None:
@@ -72,7 +67,7 @@ def main() -> None:
                 dice[mode][region].append(metrics.dice[region])
         kidney = sitk.GetArrayFromImage(reference) > 0
         agreement.append(float(np.mean(labels["full"][kidney] == labels["cascade"][kidney])))
-        region_dice.append(_dice(labels["full"] > 0, labels["cascade"] > 0))
+        region_dice.append(dice_coefficient(labels["full"] > 0, labels["cascade"] > 0))
         print(f"| {case} | {seconds['full'][-1]:.1f} | {seconds['cascade'][-1]:.1f} | "
               f"{seconds['cascade'][-1] / seconds['full'][-1]:.2f} | {100 * agreement[-1]:.2f}% | "
               f"{region_dice[-1]:.4f} | "

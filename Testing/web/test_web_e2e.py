@@ -23,14 +23,14 @@ import SimpleITK as sitk
 from web_helpers import CHROMIUM, CHROMIUM_ARGS, SAMPLE_DIR, missing_browser_requirements, start_server
 
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+from kidneytumorseg_training.finetune import next_patch_version
 
 SHORT_FINETUNE = "--epochs 1 --iterations 2 --workers 0 --no-augmentation --seed 1"
 SEGMENT_TIMEOUT_MS = 300_000
 FINETUNE_TIMEOUT_MS = 900_000
 BUNDLED = ModelStore(default_bundled_dir(), Path("no-user-models")).resolve("kits-demo")  # the newest bundled
-_MAJOR, _MINOR, _PATCH = (int(part) for part in BUNDLED.version.split("."))
 SEGMENTED_BY = f"kits-demo@{BUNDLED.version}"
-FINETUNED_VERSION = f"{_MAJOR}.{_MINOR}.{_PATCH + 1}"  # the next patch version, as the fine-tuning writes
+FINETUNED_VERSION = next_patch_version(BUNDLED.version)  # the version the fine-tuning writes
 
 
 @pytest.fixture(scope="module")

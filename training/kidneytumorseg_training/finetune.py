@@ -151,23 +151,25 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
 
 
 def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
-                    replay_ratio: float = 1.0) -> None:
+                    replay_ratio: float) -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
         problems.append(f"holdout must be a fraction between 0 and 1 (exclusive), got {holdout!r}; 0.3 is usual")
     if type(learning_rate) not in (int, float) or not learning_rate > 0:
-        problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; 3e-4 is usual")
+        problems.append(f"learning_rate must be a positive number, got {learning_rate!r}; "
+                        f"{defaults.LEARNING_RATE:g} is the default")
     if optimizer not in OPTIMIZERS:
         problems.append(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if type(replay_ratio) not in (int, float) or not replay_ratio > 0:
-        problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; 4 is usual")
+        problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; "
+                        f"{defaults.REPLAY_RATIO:g} is the default")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
 
 def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase], corrections: Path,
-                replay: Path | None, work: Path, replay_ratio: float = 1.0, seed: int = 0
+                replay: Path | None, work: Path, replay_ratio: float, seed: int
                 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """One preprocessed folder per distinct member preprocessing (usually one): its folder and training ids."""
     groups: dict[str, dict[str, Any]] = {}
@@ -256,8 +258,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
-    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; 4 makes a fifth of the
-    patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
+    ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; R makes 1 / (1 + R)
+    of the patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
     the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
