@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from kidneytumorseg.denoising import median_denoise
 from kidneytumorseg.geometry import resample_to_shape
 from kidneytumorseg.labels import BACKGROUND
 from kidneytumorseg.member_runner import (
@@ -34,7 +35,8 @@ from kidneytumorseg.member_runner import (
     run_members,
     span,
 )
-from kidneytumorseg.normalization import resolve_normalization
+from kidneytumorseg.model_window import model_window, resample_from_window, resample_into_window
+from kidneytumorseg.normalization import normalize, resolve_normalization
 from kidneytumorseg.postprocessing import CONNECTIVITY_26, PostprocessingSettings, postprocess
 from kidneytumorseg.sliding_window import CancelEvent, ProgressCallback
 
@@ -205,6 +207,28 @@ def grow_to_tile(box: Box, tile_mm: Sequence[float], spacing: Sequence[float], s
     return tuple(grown)  # type: ignore[return-value]
 
 
+def _window_probabilities(
+    volume: np.ndarray, spacing: Sequence[float], members: Sequence[torch.nn.Module], settings: PredictorSettings,
+    box: Box, report: Report, cancel: CancelEvent | None, runner: Runner,
+) -> np.ndarray:
+    """The members' probabilities on ``box``'s input voxels, from a window of the whole volume's model grid
+    (see :mod:`kidneytumorseg.model_window`): the numbers the whole-volume run resamples there, not a crop's
+    own, slightly shifted grid. The window is at least one tile, so the box is segmented with its surroundings
+    (see :func:`grow_to_tile`)."""
+    target = settings.target_spacing
+    window = model_window(box, volume.shape, spacing, target, minimum=settings.patch_size)
+    report("preprocessing", 0.0)
+    crop = normalize(np.ascontiguousarray(volume[window.source]), settings.normalization)
+    image = median_denoise(resample_into_window(crop, window, volume.shape, spacing, target), settings.median_filter)
+    report("preprocessing", 0.1)
+    low_res = run_members(image, members, settings, span(report, 0.1, 0.9), cancel, runner)
+    check_cancel(cancel)
+    report("resampling", 0.9)
+    result = resample_from_window(low_res, window, box, volume.shape, spacing, target)
+    report("resampling", 1.0)
+    return result
+
+
 def _probabilities_in_boxes(
     volume: np.ndarray, spacing: Sequence[float], members: Sequence[torch.nn.Module], settings: PredictorSettings,
     boxes: Sequence[Box], report: Report, cancel: CancelEvent | None,
@@ -214,16 +238,19 @@ def _probabilities_in_boxes(
     tile_mm = [p * t for p, t in zip(settings.patch_size, settings.target_spacing, strict=True)]
     result: np.ndarray | None = None
     for index, box in enumerate(boxes):
-        start, end = index / len(boxes), (index + 1) / len(boxes)
-        grown = grow_to_tile(box, tile_mm, spacing, volume.shape)  # segmented with its surroundings, kept: box
-        crop = np.ascontiguousarray(volume[grown])
-        probabilities = _probabilities(crop, spacing, members, crop_settings, span(report, start, end), cancel,
-                                       runner)
+        part = span(report, index / len(boxes), (index + 1) / len(boxes))
+        if settings.image_interpolation == "linear":
+            probabilities = _window_probabilities(volume, spacing, members, crop_settings, box, part, cancel, runner)
+        else:  # B-spline resampling is not local: the crop is resampled on its own grid
+            grown = grow_to_tile(box, tile_mm, spacing, volume.shape)  # segmented with its surroundings
+            crop = np.ascontiguousarray(volume[grown])
+            inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))
+            probabilities = _probabilities(crop, spacing, members, crop_settings, part, cancel,
+                                           runner)[(slice(None), *inner)]
         if result is None:
             result = np.zeros((probabilities.shape[0], *volume.shape), dtype=np.float32)
             result[BACKGROUND] = 1.0
-        inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))
-        result[(slice(None), *box)] = probabilities[(slice(None), *inner)]
+        result[(slice(None), *box)] = probabilities
     return result  # type: ignore[return-value]
 
 

@@ -149,6 +149,27 @@ def test_cascade_agrees_with_the_full_run_inside_the_boxes():
     assert (cascaded.labels[~inside] == 0).all() and (cascaded.probabilities[0, ~inside] == 1.0).all()
 
 
+@pytest.mark.parametrize("target_spacing", [(3.0, 1.5, 1.5), (2.5, 0.7, 1.3)])
+def test_cascade_resamples_on_the_whole_volumes_model_grid(target_spacing):
+    """A crop resampled on its own grid is shifted by a fraction of a model voxel from the whole volume's (its
+    corner is not a multiple of the model spacing); the cascade resamples a window of the whole volume's model
+    grid, so with a network that sees one voxel at a time its probabilities are the whole volume's."""
+    kidneys = ((slice(6, 14), slice(13, 27), slice(5, 13)), (slice(5, 13), slice(15, 25), slice(49, 59)))
+    volume = _ct(shape=(20, 40, 64), kidneys=kidneys)
+    settings = _settings(target_spacing=target_spacing)
+    members = [_pointwise_net(5)]
+    full = predict(volume, SPACING, members, settings)
+    cascaded = predict(volume, SPACING, members, settings, localizer=_BrightIsKidney(),
+                       cascade=_cascade(margin_mm=3.0))
+    inside = np.zeros(volume.shape, dtype=bool)
+    for box in cascaded.boxes:
+        inside[box] = True
+    assert all(inside[kidney].all() for kidney in kidneys)
+    assert not all(box[axis].start == 0 for box in cascaded.boxes for axis in range(3))  # a real crop
+    np.testing.assert_allclose(cascaded.probabilities[:, inside], full.probabilities[:, inside], atol=1e-6)
+    np.testing.assert_array_equal(cascaded.labels[inside], full.labels[inside])
+
+
 def test_cascade_without_kidneys_falls_back_to_the_whole_volume(caplog):
     volume = _ct(kidneys=())
     with caplog.at_level(logging.WARNING):
