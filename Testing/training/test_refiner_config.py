@@ -1,0 +1,44 @@
+"""A refiner run set up from a stage-1 run trains and exports as stage 2 of one package with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tiny_preprocessed import write_tiny_preprocessed
+
+from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg_training.export import export_package
+from kidneytumorseg_training.refiner_config import write_refiner_run
+from kidneytumorseg_training.trainer import train
+from kidneytumorseg_training.training_config import TrainingConfig
+
+
+def test_a_refiner_of_a_trained_run_trains_and_exports_as_stage_two(tmp_path: Path):
+    folder = write_tiny_preprocessed(tmp_path / "pre", cases=3)
+    stage_one = TrainingConfig(preprocessed=str(folder), train_ids=["case_00000", "case_00001"],
+                               val_ids=["case_00002"], epochs=1, iterations_per_epoch=2, val_iterations=1,
+                               seed=1, num_workers=0, threads=1, device="cpu", augmentation={"enabled": False},
+                               optimizer="adam", learning_rate=1e-3)
+    train(stage_one, tmp_path / "fold0")
+    write_refiner_run(tmp_path / "fold0", tmp_path / "refiner", patch_size=(16, 32, 32), epochs=1)
+
+    config = TrainingConfig.load(tmp_path / "refiner")
+    assert config.is_refiner and config.label_map == [0, 0, 1, 2] and config.foreground_fraction == 1.0
+    assert (config.train_ids, config.val_ids, config.optimizer) == (stage_one.train_ids, stage_one.val_ids, "adam")
+    assert config.patch_size == [16, 32, 32] and config.network is None and config.name == "refiner"
+    train(config, tmp_path / "refiner")
+
+    package = export_package([tmp_path / "fold0", tmp_path / "refiner"], tmp_path / "package", name="two-stage",
+                          version="0.1.0")
+    members = json.loads((Path(package) / "model.json").read_text())["members"]
+    assert [m["role"] for m in members] == ["segmenter", "refiner"]
+    refiner = members[1]
+    assert refiner["inference"]["output_labels"] == [0, 2, 3]
+    assert refiner["preprocessing"]["stage_input"]["mask_image"] is True
+
+    with pytest.raises(KidneyTumorSegError, match="already holds a run"):
+        write_refiner_run(tmp_path / "fold0", tmp_path / "refiner")
+    with pytest.raises(KidneyTumorSegError, match="holds no config.json"):
+        write_refiner_run(tmp_path / "nothing", tmp_path / "other")

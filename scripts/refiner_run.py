@@ -1,0 +1,38 @@
+"""Set up a stage-2 refiner run (tumor and cyst inside the kidney region) from an existing stage-1 run.
+
+    .venv/bin/python scripts/refiner_run.py work_runs/demo_fold1 work_runs/demo_refiner --patch 48,64,64
+    .venv/bin/kidneytumorseg-train train --resume work_runs/demo_refiner --threads 1 --workers 1
+
+See kidneytumorseg_training.refiner_config for the settings it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from kidneytumorseg_training.refiner_config import write_refiner_run
+
+
+def _triple(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",")]
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"give three positive integers S,P,L, got {text!r}")
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("stage_one_run", type=Path, help="run folder whose data, split and schedule to reuse")
+    parser.add_argument("output", type=Path, help="new run folder (must not hold a run)")
+    parser.add_argument("--patch", type=_triple, default=None, help="patch S,P,L (default: the plan's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the stage-1 run's)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    written = write_refiner_run(args.stage_one_run, args.output, args.patch, args.epochs)
+    logging.info("Wrote %s; start it with: kidneytumorseg-train train --resume %s", written, args.output)
+
+
+if __name__ == "__main__":
+    main()
