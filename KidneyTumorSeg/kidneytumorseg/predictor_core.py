@@ -8,7 +8,10 @@ re-orienting an image). Members are ready ``torch.nn.Module`` objects mapping ``
 Coarse-to-fine cascade: :func:`localize` runs a localizer at its coarse spacing and returns up to two boxes
 around the kidneys (plus a margin); the segmenters then run inside the boxes only, everything outside is
 background with probability 1. Per-case normalisation is resolved on the whole volume first, so a crop is
-normalised exactly as the whole volume would be.
+normalised exactly as the whole volume would be, and each box is segmented on a window of the whole volume's
+model grid (:mod:`kidneytumorseg.model_window`, at least one tile), so it is resampled exactly as the whole
+volume would be. What still differs from the whole-volume run is only where the tiles fall: the whole volume
+averages every tile over a voxel, the cascade the few tiles of its window.
 """
 
 from __future__ import annotations
