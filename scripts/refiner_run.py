@@ -12,21 +12,15 @@ import argparse
 import logging
 from pathlib import Path
 
+from kidneytumorseg_training.cli.prepare import patch_size_argument
 from kidneytumorseg_training.refiner_config import write_refiner_run
-
-
-def _triple(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",")]
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"give three positive integers S,P,L, got {text!r}")
-    return values
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("stage_one_run", type=Path, help="run folder whose data, split and schedule to reuse")
     parser.add_argument("output", type=Path, help="new run folder (must not hold a run)")
-    parser.add_argument("--patch", type=_triple, default=None, help="patch S,P,L (default: the plan's)")
+    parser.add_argument("--patch", type=patch_size_argument, default=None, help="patch S,P,L (default: the plan's)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the stage-1 run's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

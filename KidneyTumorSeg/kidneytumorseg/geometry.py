@@ -155,6 +155,33 @@ def _interpolator(interpolation: str) -> int:
     return INTERPOLATORS[interpolation]
 
 
+def grid_positions(first: int, size: int, ratio: float, count: int) -> np.ndarray:
+    """Where voxels ``first .. first + size - 1`` of one grid fall on another grid of ``count`` voxels that
+    shares its first-voxel corner (``ratio`` = this grid's spacing / the other's), clamped to the other grid's
+    outer voxel centres."""
+    return np.clip((np.arange(first, first + size, dtype=np.float64) + 0.5) * ratio - 0.5, 0.0, count - 1)
+
+
+def linear_at(array: np.ndarray, axis: int, positions: np.ndarray, count: int, offset: int = 0) -> np.ndarray:
+    """Linear interpolation along ``axis`` at ``positions`` (voxel coordinates of a ``count``-voxel axis, as
+    :func:`grid_positions` gives them) of ``array``, which holds that axis from voxel ``offset`` on."""
+    below = np.floor(positions).astype(np.intp)
+    above = np.minimum(below + 1, count - 1)
+    shape = [1] * array.ndim
+    shape[axis] = positions.size
+    weight = (positions - below).astype(np.float32).reshape(shape)
+    out = np.take(array, below - offset, axis=axis)
+    out *= 1.0 - weight
+    out += np.take(array, above - offset, axis=axis) * weight
+    return out
+
+
+def resampling_axis_order(old_shape: Sequence[int], new_shape: Sequence[int]) -> list[int]:
+    """The order in which separable resampling treats the axes: shrinking axes first keeps the intermediate
+    arrays small (and a window of the grid, :mod:`kidneytumorseg.model_window`, sums in the same order)."""
+    return sorted(range(3), key=lambda axis: new_shape[axis] / old_shape[axis])
+
+
 def _linear_along_axis(array: np.ndarray, axis: int, size: int, ratio: float) -> np.ndarray:
     """Linear interpolation along one axis onto ``size`` voxels, ``ratio`` = new spacing / old spacing.
 
@@ -162,16 +189,7 @@ def _linear_along_axis(array: np.ndarray, axis: int, size: int, ratio: float) ->
     the border value (clamped per axis, so a border voxel is still interpolated along the other axes).
     """
     count = array.shape[axis]
-    positions = np.clip((np.arange(size, dtype=np.float64) + 0.5) * ratio - 0.5, 0.0, count - 1)
-    below = np.floor(positions).astype(np.intp)
-    above = np.minimum(below + 1, count - 1)
-    shape = [1] * array.ndim
-    shape[axis] = size
-    weight = (positions - below).astype(np.float32).reshape(shape)
-    out = np.take(array, below, axis=axis)
-    out *= 1.0 - weight
-    out += np.take(array, above, axis=axis) * weight
-    return out
+    return linear_at(array, axis, grid_positions(0, size, ratio, count), count)
 
 
 def _resample_3d(
@@ -184,9 +202,7 @@ def _resample_3d(
     """Resample one 3D array between two grids sharing the outer corner of their first voxel."""
     if interpolation == "linear":
         out = np.asarray(array, dtype=np.float32)
-        # Shrinking axes first keeps the intermediate arrays small.
-        order = sorted(range(3), key=lambda axis: shape[axis] / out.shape[axis])
-        for axis in order:
+        for axis in resampling_axis_order(out.shape, shape):
             if shape[axis] != out.shape[axis] or not np.isclose(spacing[axis], new_spacing[axis], rtol=1e-6):
                 out = _linear_along_axis(out, axis, int(shape[axis]), float(new_spacing[axis]) / float(spacing[axis]))
         return np.ascontiguousarray(out)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kidneytumorseg.geometry import resampled_shape
+from kidneytumorseg.geometry import grid_positions, linear_at, resampled_shape, resampling_axis_order
 
 Box = tuple[slice, slice, slice]
-__all__ = ["ModelWindow", "model_window", "resample_from_window", "resample_into_window"]
+__all__ = ["ModelWindow", "grow_about_centre", "model_window", "resample_from_window", "resample_into_window"]
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,14 @@ class ModelWindow:
     source: Box
 
 
-def _positions(first: int, size: int, ratio: float, count: int) -> np.ndarray:
-    """Where voxels ``first .. first + size - 1`` of one grid fall on the other grid (``count`` voxels,
-    ``ratio`` = this grid's spacing / the other's), clamped to its outer centres as the geometry module does."""
-    return np.clip((np.arange(first, first + size, dtype=np.float64) + 0.5) * ratio - 0.5, 0.0, count - 1)
-
-
 def _needed(positions: np.ndarray, count: int) -> slice:
     """The voxels linear interpolation at ``positions`` reads (the one below and the one above each)."""
     below = np.floor(positions).astype(np.intp)
     return slice(int(below.min()), int(min(below.max() + 1, count - 1)) + 1)
 
 
-def _grow(cut: slice, size: int, count: int) -> slice:
-    """``cut`` grown about its centre to ``size`` voxels (as far as ``count`` allows)."""
+def grow_about_centre(cut: slice, size: int, count: int) -> slice:
+    """``cut`` grown about its centre to at least ``size`` voxels, inside ``0 .. count`` (as far as it allows)."""
     wanted = min(count, size)
     extent = cut.stop - cut.start
     if extent >= wanted:
@@ -70,45 +64,25 @@ def model_window(box: Box, shape: Sequence[int], spacing: Sequence[float], targe
     for cut, n, m, s, t, least in zip(box, shape, model_shape, spacing, target_spacing, minimum, strict=True):
         if not 0 <= cut.start < cut.stop <= n:
             raise ValueError(f"The box {box} does not lie inside the volume {tuple(shape)}.")
-        back = _grow(_needed(_positions(cut.start, cut.stop - cut.start, s / t, m), m), int(least), m)
+        back = grow_about_centre(_needed(grid_positions(cut.start, cut.stop - cut.start, s / t, m), m), int(least), m)
         window.append(back)
-        source.append(_needed(_positions(back.start, back.stop - back.start, t / s, n), n))
+        source.append(_needed(grid_positions(back.start, back.stop - back.start, t / s, n), n))
     return ModelWindow(window=tuple(window), source=tuple(source))  # type: ignore[arg-type]
-
-
-def _axis_order(old_shape: Sequence[int], new_shape: Sequence[int]) -> list[int]:
-    # The order geometry._resample_3d uses for the whole volume (shrinking axes first), so that the float32
-    # sums are done in the same order and the numbers come out the same.
-    return sorted(range(3), key=lambda axis: new_shape[axis] / old_shape[axis])
-
-
-def _linear(array: np.ndarray, axis: int, positions: np.ndarray, offset: int, count: int) -> np.ndarray:
-    """Linear interpolation of ``array`` (which starts at voxel ``offset`` of a ``count``-voxel axis) at
-    global ``positions`` along ``axis``, with the arithmetic of geometry._linear_along_axis."""
-    below = np.floor(positions).astype(np.intp)
-    above = np.minimum(below + 1, count - 1)
-    shape = [1] * array.ndim
-    shape[axis] = positions.size
-    weight = (positions - below).astype(np.float32).reshape(shape)
-    out = np.take(array, below - offset, axis=axis)
-    out *= 1.0 - weight
-    out += np.take(array, above - offset, axis=axis) * weight
-    return out
 
 
 def _resample(array: np.ndarray, offsets: Sequence[int], targets: Sequence[slice], old_shape: Sequence[int],
               new_shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float]) -> np.ndarray:
     out = np.asarray(array, dtype=np.float32)
-    for axis in _axis_order(old_shape, new_shape):
+    for axis in resampling_axis_order(old_shape, new_shape):
         cut = targets[axis]
         if old_shape[axis] == new_shape[axis] and np.isclose(old_spacing[axis], new_spacing[axis], rtol=1e-6):
             index = [slice(None)] * 3
             index[axis] = slice(cut.start - offsets[axis], cut.stop - offsets[axis])
             out = out[tuple(index)]
             continue
-        positions = _positions(cut.start, cut.stop - cut.start, float(new_spacing[axis]) / float(old_spacing[axis]),
+        positions = grid_positions(cut.start, cut.stop - cut.start, float(new_spacing[axis]) / float(old_spacing[axis]),
                                int(old_shape[axis]))
-        out = _linear(out, axis, positions, offsets[axis], int(old_shape[axis]))
+        out = linear_at(out, axis, positions, int(old_shape[axis]), offsets[axis])
     return np.ascontiguousarray(out)
 
 

@@ -38,7 +38,7 @@ from kidneytumorseg.member_runner import (
     run_members,
     span,
 )
-from kidneytumorseg.model_window import model_window, resample_from_window, resample_into_window
+from kidneytumorseg.model_window import grow_about_centre, model_window, resample_from_window, resample_into_window
 from kidneytumorseg.normalization import normalize, resolve_normalization
 from kidneytumorseg.postprocessing import CONNECTIVITY_26, PostprocessingSettings, postprocess
 from kidneytumorseg.sliding_window import CancelEvent, ProgressCallback
@@ -197,17 +197,8 @@ def grow_to_tile(box: Box, tile_mm: Sequence[float], spacing: Sequence[float], s
     A box smaller than the segmenter's tile would be padded with a constant around it: the network would see
     an image it never saw in training (no body around the kidney) and label it worse than the whole-volume run
     does; grown, the tile holds the real surroundings."""
-    grown = []
-    for cut, size_mm, step, length in zip(box, tile_mm, spacing, shape, strict=True):
-        wanted = min(int(length), math.ceil(size_mm / step))
-        extent = cut.stop - cut.start
-        if extent >= wanted:
-            grown.append(cut)
-            continue
-        start = max(0, cut.start - (wanted - extent) // 2)
-        start = min(start, int(length) - wanted)
-        grown.append(slice(start, start + wanted))
-    return tuple(grown)  # type: ignore[return-value]
+    return tuple(grow_about_centre(cut, math.ceil(size_mm / step), int(length))  # type: ignore[return-value]
+                 for cut, size_mm, step, length in zip(box, tile_mm, spacing, shape, strict=True))
 
 
 def _window_probabilities(
@@ -238,13 +229,13 @@ def _probabilities_in_boxes(
 ) -> np.ndarray:
     crop_settings = replace(settings, normalization=resolve_normalization(volume, settings.normalization))
     runner = Runner(settings)
-    tile_mm = [p * t for p, t in zip(settings.patch_size, settings.target_spacing, strict=True)]
     result: np.ndarray | None = None
     for index, box in enumerate(boxes):
         part = span(report, index / len(boxes), (index + 1) / len(boxes))
         if settings.image_interpolation == "linear":
             probabilities = _window_probabilities(volume, spacing, members, crop_settings, box, part, cancel, runner)
         else:  # B-spline resampling is not local: the crop is resampled on its own grid
+            tile_mm = [p * t for p, t in zip(settings.patch_size, settings.target_spacing, strict=True)]
             grown = grow_to_tile(box, tile_mm, spacing, volume.shape)  # segmented with its surroundings
             crop = np.ascontiguousarray(volume[grown])
             inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown, strict=True))

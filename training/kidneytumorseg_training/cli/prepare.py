@@ -31,7 +31,8 @@ def _lr_ap_si(text: str) -> list[float]:
     return [values[2], values[1], values[0]]  # the plan's [si, ap, lr]
 
 
-def _triple(text: str) -> list[int]:
+def patch_size_argument(text: str) -> list[int]:
+    """An argparse type: a patch size ``SI,AP,LR`` in voxels."""
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
@@ -50,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--budget", choices=["cpu", "gpu-8gb", "gpu-24gb"], default="cpu",
                         help="compute budget the patch size and network are planned for (default cpu)")
     parser.add_argument("--spacing", type=_lr_ap_si, help="target spacing LR,AP,SI in mm (default: planned)")
-    parser.add_argument("--patch-size", type=_triple, help="patch SI,AP,LR in voxels (default: planned)")
+    parser.add_argument("--patch-size", type=patch_size_argument, help="patch SI,AP,LR in voxels (default: planned)")
     parser.add_argument("--base-features", type=int, help="first-stage features (default: the budget's)")
     parser.add_argument("--block", choices=["plain", "residual", "preact"], default="plain")
     parser.add_argument("--cases", help="comma-separated case ids (default: all)")
