@@ -69,3 +69,38 @@ def test_missing_or_mismatched_checkpoint_is_a_clear_error(tmp_path):
     other = torch.nn.Conv3d(1, 4, 3)
     with pytest.raises(KidneyTumorSegError, match="does not fit this network"):
         load_checkpoint(tmp_path / "ckpt", other)
+
+
+def _unet(classes: int, features: tuple[int, ...] = (4, 8)) -> torch.nn.Module:
+    from kidneytumorseg.networks import build_network
+
+    stages = len(features)
+    return build_network({"dimension": 3, "in_channels": 1, "num_classes": classes,
+                          "features_per_stage": list(features), "strides": [[1, 1, 1]] + [[2, 2, 2]] * (stages - 1),
+                          "kernel_sizes": [[3, 3, 3]] * stages, "encoder_blocks_per_stage": [1] * stages,
+                          "decoder_convs_per_stage": [1] * (stages - 1), "deep_supervision": True})
+
+
+def test_a_partial_warm_start_loads_the_body_and_leaves_other_heads_initialised(tmp_path):
+    from safetensors.torch import save_file
+
+    from kidneytumorseg_training.checkpoint import load_initial_weights
+
+    torch.manual_seed(0)
+    stage_one = _unet(4)
+    save_file(stage_one.state_dict(), str(tmp_path / "stage1.safetensors"))
+    torch.manual_seed(1)
+    refiner = _unet(3)
+    heads_before = {n: t.clone() for n, t in refiner.state_dict().items() if t.shape != stage_one.state_dict()[n].shape}
+    assert heads_before, "the 3-class heads must differ in shape from the 4-class ones"
+
+    left = load_initial_weights(refiner, tmp_path / "stage1.safetensors", partial=True)
+
+    assert set(left) == set(heads_before)
+    for name, tensor in refiner.state_dict().items():
+        expected = heads_before[name] if name in heads_before else stage_one.state_dict()[name]
+        assert torch.equal(tensor, expected), name
+    with pytest.raises(RuntimeError):  # a strict load refuses the other heads
+        load_initial_weights(_unet(3), tmp_path / "stage1.safetensors")
+    with pytest.raises(KidneyTumorSegError, match="another architecture"):
+        load_initial_weights(_unet(3, (6, 12, 24)), tmp_path / "stage1.safetensors", partial=True)

@@ -194,3 +194,34 @@ def test_spline_image_interpolation_travels_to_the_predictor(runs, tmp_path):
     (tmp_path / "pkg" / "model.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelPackageError, match="image_interpolation"):
         ModelPackage.load(tmp_path / "pkg")
+
+
+def test_a_refiner_exported_onto_a_base_package_keeps_its_members_byte_for_byte(cascade_runs, tmp_path):
+    from kidneytumorseg.predictor import PredictionOptions, Predictor
+
+    base_dir = export_package([cascade_runs / "kidney"], tmp_path / "base", name="cascade", version="1.0.0",
+                              localizer=cascade_runs / "plain", checkpoint="latest",
+                              postprocessing={"max_kidney_components": 1, "remove_masses_not_touching_kidney": True,
+                                              "min_component_ml": 0.0, "hysteresis": None})
+    status = train_cli(["export", str(cascade_runs / "tumor"), "--base", str(base_dir), "-o", str(tmp_path / "new"),
+                        "--name", "cascade", "--version", "1.1.0", "--checkpoint", "latest"])
+    assert status == 0
+    base, package = ModelPackage.load(base_dir), ModelPackage.load(tmp_path / "new")
+    verify(package)
+    assert [(m.name, m.role) for m in package.members] == [("kidney", "segmenter"), ("localizer", "localizer"),
+                                                           ("tumor", "refiner")]
+    for name in ("kidney", "localizer"):  # same weights, same effective settings
+        assert package.member(name) == base.member(name)
+    assert package.postprocessing["max_kidney_components"] == 1
+    assert package.member("tumor").preprocessing["context_slices"] == 1
+    assert package.provenance["base"] == str(base_dir)
+    result = Predictor(package, PredictionOptions(device="cpu", allow_non_ct=True)).segment(_tiny_ct())
+    assert result.members == ("kidney", "tumor")
+
+    with pytest.raises(KidneyTumorSegError, match="already has member"):
+        export_package([cascade_runs / "tumor"], tmp_path / "clash", name="c", version="1.2.0", base=base_dir,
+                       member_names=["kidney"], checkpoint="latest")
+    replaced = export_package([cascade_runs / "tumor"], tmp_path / "other", name="c", version="1.2.0",
+                              base=base_dir, localizer=cascade_runs / "kidney", checkpoint="latest")
+    localizer = ModelPackage.load(replaced).localizer
+    assert localizer is not None and localizer.sha256 != base.localizer.sha256

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_preprocessed import write_tiny_preprocessed
 
 from kidneytumorseg.errors import KidneyTumorSegError
@@ -42,3 +43,27 @@ def test_a_refiner_of_a_trained_run_trains_and_exports_as_stage_two(tmp_path: Pa
         write_refiner_run(tmp_path / "fold0", tmp_path / "refiner")
     with pytest.raises(KidneyTumorSegError, match="holds no config.json"):
         write_refiner_run(tmp_path / "nothing", tmp_path / "other")
+
+
+def test_a_warm_started_refiner_begins_from_stage_one_weights_except_its_heads(tmp_path: Path):
+    from kidneytumorseg_training.checkpoint import load_weights
+    from kidneytumorseg_training.trainer import BEST, Trainer
+
+    folder = write_tiny_preprocessed(tmp_path / "pre", cases=3)
+    stage_one = TrainingConfig(preprocessed=str(folder), train_ids=["case_00000", "case_00001"],
+                               val_ids=["case_00002"], epochs=1, iterations_per_epoch=1, val_iterations=1,
+                               seed=1, num_workers=0, threads=1, device="cpu", augmentation={"enabled": False})
+    train(stage_one, tmp_path / "fold0")
+    stage_one_weights = load_weights(tmp_path / "fold0" / BEST)
+    with pytest.raises(KidneyTumorSegError, match="do not exist"):
+        write_refiner_run(tmp_path / "fold0", tmp_path / "refiner", warm_start=tmp_path / "missing.safetensors")
+    write_refiner_run(tmp_path / "fold0", tmp_path / "refiner", epochs=1, warm_start=tmp_path / "fold0" / BEST)
+
+    config = TrainingConfig.load(tmp_path / "refiner")
+    assert config.initial_weights_partial and config.initial_weights == str(tmp_path / "fold0" / BEST)
+    weights = Trainer(config, tmp_path / "refiner").model.state_dict()
+    same = [name for name, tensor in weights.items()
+            if name in stage_one_weights and torch.equal(tensor, stage_one_weights[name])]
+    other = [name for name in weights if name not in same]
+    assert len(same) > 0.8 * len(weights)
+    assert other and all(weights[name].shape[0] == 3 for name in other)  # the 3-class output heads

@@ -118,3 +118,27 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                                       f"checkpoint; give the run's checkpoint_best or checkpoint_latest.")
         path = found / "model.safetensors"
     return load_file(str(path))
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike[str], partial: bool = False) -> list[str]:
+    """Load ``path`` (a ``.safetensors`` file or checkpoint folder) into ``model``; returns the names left as
+    initialised. ``partial`` loads only the tensors whose name and shape match (a warm start of a network with
+    other output classes or extra deep-supervision heads, e.g. a refiner from its stage-1 segmenter) and fails
+    when fewer than half of the model's tensors match, which means the file is of another architecture."""
+    weights = load_weights(path)
+    if not partial:
+        model.load_state_dict(weights, strict=True)
+        return []
+    own = model.state_dict()
+    matching = {name: tensor for name, tensor in weights.items()
+                if name in own and tuple(own[name].shape) == tuple(tensor.shape)}
+    if len(matching) * 2 < len(own):
+        raise KidneyTumorSegError(
+            f"Only {len(matching)} of the network's {len(own)} tensors match {path} by name and shape: it holds "
+            f"another architecture. Give the weights of a network with the same stages and features "
+            f"(the stage-1 run's network), or leave the warm start out.")
+    model.load_state_dict(matching, strict=False)
+    left = sorted(set(own) - set(matching))
+    LOGGER.info("Warm start from %s: %d of %d tensors loaded; left as initialised: %s", path, len(matching),
+                len(own), ", ".join(left) or "none")
+    return left

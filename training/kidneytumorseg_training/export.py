@@ -17,7 +17,7 @@ from typing import Any
 
 from kidneytumorseg.class_mapping import output_labels_from_label_map
 from kidneytumorseg.errors import KidneyTumorSegError
-from kidneytumorseg.model_package import write_package
+from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.planning import load_plans
 from kidneytumorseg_training.trainer import BEST, LATEST
@@ -71,6 +71,22 @@ def _run_member(run_dir: Path, checkpoint: str, inference: Mapping[str, Any] | N
     return settings, weights
 
 
+def _base_members(base: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """``(package defaults, [(member settings with name and role, weights)])`` of an existing package, each
+    member's weights checked against its sha256."""
+    package = ModelPackage.load(base)
+    defaults = {key: package.manifest[key] for key in ("network", "patch_size", "preprocessing", "inference")}
+    defaults["postprocessing"] = dict(package.postprocessing)
+    defaults["labels"] = {label: (name, list(color)) for label, (name, color) in package.labels.items()}
+    members = []
+    for member in package.members:
+        settings = {"name": member.name, "role": member.role, "network": member.network,
+                    "patch_size": list(member.patch_size), "preprocessing": member.preprocessing,
+                    "inference": member.inference}
+        members.append((settings, load_member_weights(package, member)))
+    return defaults, members
+
+
 def export_package(
     runs: Sequence[str | os.PathLike[str]],
     destination: str | os.PathLike[str],
@@ -85,13 +101,18 @@ def export_package(
     provenance: Mapping[str, Any] | None = None,
     description: str = "",
     overwrite: bool = False,
+    base: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Write ``runs`` (and an optional localizer run) as one package folder; returns the folder.
 
-    Runs with a ``stage_input`` become refiners (stage 2), the others segmenters; at least one must be a
-    segmenter. The first run's network, patch size and preprocessing become the package defaults; a run that
-    differs carries its own as a member override, so plain and residual members, 2.5D refiners and 3D
+    Runs with a ``stage_input`` become refiners (stage 2), the others segmenters; at least one member must be a
+    segmenter. The first segmenter's network, patch size and preprocessing become the package defaults; a run
+    that differs carries its own as a member override, so plain and residual members, 2.5D refiners and 3D
     segmenters can live in one package.
+
+    ``base``: an existing package folder whose members (weights checked against their sha256), defaults, labels
+    and post-processing the new package keeps, the runs' members added to them, e.g. a refiner trained for a
+    bundled package. A ``localizer`` run replaces the base's localizer.
     """
     if not runs:
         raise KidneyTumorSegError("Export needs at least one run folder.")
@@ -100,25 +121,34 @@ def export_package(
     names = list(member_names or [Path(run).name for run in runs])
     if len(names) != len(runs) or len(set(names)) != len(names):
         raise KidneyTumorSegError(f"Member names {names} must be unique, one per run.")
-    package_inference = dict(inference or DEFAULT_INFERENCE)
-    loaded = [_run_member(Path(run), checkpoint, package_inference) for run in runs]
+    base_defaults, kept = _base_members(Path(base)) if base is not None else ({}, [])
+    if localizer is not None:
+        kept = [(settings, weights) for settings, weights in kept if settings["role"] != "localizer"]
+    taken = sorted({settings["name"] for settings, _ in kept} & set(names))
+    if taken:
+        raise KidneyTumorSegError(f"{base} already has member(s) {taken}; name the runs otherwise with --members.")
+    package_inference = dict(inference or base_defaults.get("inference") or DEFAULT_INFERENCE)
+    loaded = [({"name": member_name, **settings}, weights) for member_name, (settings, weights)
+              in zip(names, (_run_member(Path(run), checkpoint, package_inference) for run in runs), strict=True)]
+    loaded = kept + loaded
     if not any(settings["role"] == "segmenter" for settings, _ in loaded):
         raise KidneyTumorSegError("Every run given is a refiner (it has a stage_input); export the stage-1 run(s) "
-                                  "with them.")
-    defaults = next(settings for settings, _ in loaded if settings["role"] == "segmenter")
+                                  "with them, or give their package as --base.")
+    defaults = base_defaults or next(settings for settings, _ in loaded if settings["role"] == "segmenter")
     package_defaults = {**defaults, "inference": package_inference}
     members = []
-    for member_name, (settings, weights) in zip(names, loaded, strict=True):
-        info: dict[str, Any] = {"name": member_name, "role": settings["role"]}
+    for settings, weights in loaded:
+        info: dict[str, Any] = {"name": settings["name"], "role": settings["role"]}
         info.update({key: value for key, value in settings.items()
-                     if key != "role" and value != package_defaults[key]})
+                     if key not in ("name", "role") and value != package_defaults[key]})
         members.append((info, weights))
     if localizer is not None:
         settings, weights = _run_member(Path(localizer), checkpoint, package_inference)
         members.append(({"name": "localizer", **settings, "role": "localizer"}, weights))
     return write_package(
         destination, name=name, version=version, preprocessing=defaults["preprocessing"],
-        network=defaults["network"], patch_size=defaults["patch_size"],
-        inference=package_inference, postprocessing=dict(postprocessing or DEFAULT_POSTPROCESSING),
-        members=members, provenance=dict(provenance or {}), description=description, overwrite=overwrite,
+        network=defaults["network"], patch_size=defaults["patch_size"], inference=package_inference,
+        postprocessing=dict(postprocessing or base_defaults.get("postprocessing") or DEFAULT_POSTPROCESSING),
+        members=members, labels=base_defaults.get("labels"), provenance=dict(provenance or {}),
+        description=description, overwrite=overwrite,
     )

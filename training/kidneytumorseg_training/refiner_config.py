@@ -21,23 +21,33 @@ __all__ = ["STAGE_INPUT", "refiner_config", "write_refiner_run"]
 
 
 def refiner_config(stage_one: TrainingConfig, name: str, patch_size: Sequence[int] | None = None,
-                   epochs: int | None = None) -> TrainingConfig:
-    """``stage_one``'s run made a refiner: its topology from the plan (input channels and classes follow the
-    stage input and label map), ``patch_size`` (None: the plan's) and ``epochs`` (None: stage 1's)."""
+                   epochs: int | None = None, warm_start: str | Path | None = None) -> TrainingConfig:
+    """``stage_one``'s run made a refiner: ``patch_size`` (None: the plan's), ``epochs`` (None: stage 1's).
+
+    Without ``warm_start`` the topology is the plan's and the weights random. With it (stage 1's weights: a
+    ``.safetensors`` file, e.g. a package member's, or a checkpoint folder) the refiner keeps stage 1's topology
+    and starts from those weights wherever name and shape match; only the output heads (other classes) start
+    random. Input channels and classes follow the stage input and label map either way."""
     return replace(stage_one, label_map=[0, 0, 1, 2], stage_input=dict(STAGE_INPUT), foreground_fraction=1.0,
-                   network=None, patch_size=list(patch_size) if patch_size is not None else None,
-                   epochs=epochs or stage_one.epochs, initial_weights=None, name=name)
+                   network=stage_one.network if warm_start else None,
+                   patch_size=list(patch_size) if patch_size is not None else None,
+                   epochs=epochs or stage_one.epochs, initial_weights=str(warm_start) if warm_start else None,
+                   initial_weights_partial=bool(warm_start), name=name)
 
 
 def write_refiner_run(stage_one_run: Path, output: Path, patch_size: Sequence[int] | None = None,
-                      epochs: int | None = None) -> Path:
-    """Write ``output/config.json`` for a refiner of ``stage_one_run``; refuses a folder that holds a run."""
+                      epochs: int | None = None, warm_start: str | Path | None = None) -> Path:
+    """Write ``output/config.json`` for a refiner of ``stage_one_run`` (see :func:`refiner_config`); refuses a
+    folder that holds a run."""
     if (output / CONFIG_NAME).exists():
         raise KidneyTumorSegError(f"{output} already holds a run; resume it with "
                                   f"`kidneytumorseg-train train --resume {output}` or choose a new folder.")
     if not (stage_one_run / CONFIG_NAME).is_file():
         raise KidneyTumorSegError(f"{stage_one_run} holds no {CONFIG_NAME}: give the folder of a training run.")
-    config = refiner_config(TrainingConfig.load(stage_one_run), output.name, patch_size, epochs)
+    if warm_start is not None and not Path(warm_start).exists():
+        raise KidneyTumorSegError(f"Warm-start weights {warm_start} do not exist; give stage 1's .safetensors file "
+                                  f"or checkpoint folder.")
+    config = refiner_config(TrainingConfig.load(stage_one_run), output.name, patch_size, epochs, warm_start)
     output.mkdir(parents=True, exist_ok=True)
     config.save(output)
     return output / CONFIG_NAME

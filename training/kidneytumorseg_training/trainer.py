@@ -32,7 +32,7 @@ from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
 from kidneytumorseg.precision import use_half_precision
 from kidneytumorseg_training import distributed
-from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_initial_weights, save_checkpoint
 from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
 from kidneytumorseg_training.planning import load_plans
 from kidneytumorseg_training.sampling import BatchIndices
@@ -164,7 +164,7 @@ class Trainer:
         self.model = build_network(self.network_config).to(self.device)
         self.classes = int(self.network_config["num_classes"])
         if config.initial_weights:
-            self.model.load_state_dict(load_weights(config.initial_weights), strict=True)
+            load_initial_weights(self.model, config.initial_weights, partial=config.initial_weights_partial)
         self.optimizer = _make_optimizer(config, self.model.parameters())
         self.plateau = Plateau(config.lr, config.plateau_patience, config.plateau_factor)
         self.history: list[dict[str, Any]] = []

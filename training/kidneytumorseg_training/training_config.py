@@ -56,6 +56,9 @@ class TrainingConfig:
     threads: int | None = None
     gradient_clip: float = 12.0
     initial_weights: str | None = None  # .safetensors or checkpoint folder (fine-tuning)
+    # True: load only the tensors of initial_weights whose name and shape match (warm start of a network with other
+    # output classes, e.g. a refiner from its stage-1 segmenter); False: every tensor must match
+    initial_weights_partial: bool = False
     name: str = "run"
     progress: bool = True
     # Members other than plain 3D segmenters (docs/cascades.md). All off by default, so a config.json written

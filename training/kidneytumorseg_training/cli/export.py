@@ -4,6 +4,7 @@ Examples::
 
     kidneytumorseg-train export runs/fold0 runs/fold1 -o packages/kits-demo --name kits-demo --version 1.0.0
     kidneytumorseg-train export runs/fold* --localizer runs/localizer -o pkg --name kits --version 2.0.0 --import
+    kidneytumorseg-train export runs/refiner --base models/kits-demo/1.1.0 -o pkg --name kits-demo --version 1.2.0
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--name", required=True, help="package name, e.g. kits-demo")
     parser.add_argument("--version", required=True, help="semantic version, e.g. 1.0.0")
     parser.add_argument("--localizer", type=Path, help="run folder of a low-resolution localizer (cascade mode)")
+    parser.add_argument("--base", type=Path, help="existing package folder whose members (e.g. the segmenters and "
+                        "localizer of a bundled version) the new package keeps, the runs added to them")
     parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     parser.add_argument("--members", help="comma-separated member names (default: the run folder names)")
     parser.add_argument("--description", default="", help="one line for model.json")
@@ -42,12 +45,14 @@ def run_command(args: argparse.Namespace) -> int:
     from kidneytumorseg_training.export import export_package
 
     provenance: dict = {"recipe": args.recipe, "data": args.data, "runs": [str(run) for run in args.runs]}
+    if args.base:
+        provenance["base"] = str(args.base)
     if args.metrics:
         provenance["metrics"] = json.loads(args.metrics.read_text())
     folder = export_package(
         args.runs, args.output, name=args.name, version=args.version, localizer=args.localizer,
         checkpoint=args.checkpoint, member_names=args.members.split(",") if args.members else None,
-        provenance=provenance, description=args.description, overwrite=args.overwrite)
+        provenance=provenance, description=args.description, overwrite=args.overwrite, base=args.base)
     LOGGER.info("Wrote %s@%s to %s", args.name, args.version, folder)
     if args.import_:
         from kidneytumorseg.model_store import ModelStore, default_bundled_dir
