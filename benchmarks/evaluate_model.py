@@ -44,7 +44,8 @@ def main() -> None:
     predictor = Predictor(package, PredictionOptions(quality=args.quality, cascade=args.cascade, device="cpu"))
     results, seconds = [], []
     print(f"# {package.name}@{package.version} on {len(cases)} case(s) of {args.dataset}, quality {args.quality}, "
-          f"members {[m.name for m in predictor.segmenter_specs]}, cascade {args.cascade}")
+          f"members {[m.name for m in predictor.segmenter_specs]}, "
+          f"refiners {[m.name for m in predictor.refiner_specs]}, cascade {args.cascade}")
     print("| case | kidney_and_mass | mass | tumor | seconds |")
     print("|---|---|---|---|---|")
     for case in cases:
