@@ -128,9 +128,10 @@ def export_package(
     if taken:
         raise KidneyTumorSegError(f"{base} already has member(s) {taken}; name the runs otherwise with --members.")
     package_inference = dict(inference or base_defaults.get("inference") or DEFAULT_INFERENCE)
-    loaded = [({"name": member_name, **settings}, weights) for member_name, (settings, weights)
-              in zip(names, (_run_member(Path(run), checkpoint, package_inference) for run in runs), strict=True)]
-    loaded = kept + loaded
+    loaded = list(kept)
+    for member_name, run in zip(names, runs, strict=True):
+        settings, weights = _run_member(Path(run), checkpoint, package_inference)
+        loaded.append(({"name": member_name, **settings}, weights))
     if not any(settings["role"] == "segmenter" for settings, _ in loaded):
         raise KidneyTumorSegError("Every run given is a refiner (it has a stage_input); export the stage-1 run(s) "
                                   "with them, or give their package as --base.")
