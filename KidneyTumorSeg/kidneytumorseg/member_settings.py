@@ -13,6 +13,8 @@ In a member's (or the package's default) ``preprocessing``:
 In its ``inference``:
 
 - ``output_labels`` (list of KiTS labels, one per output channel): see :mod:`kidneytumorseg.class_mapping`.
+- ``stage_one_weight`` (number in [0, 1]; refiners only; default 0): how much of stage 1's own tumor / cyst
+  split is averaged into the refiner's inside the kidney region (:mod:`kidneytumorseg.refinement`, rule 3).
 
 The network's ``in_channels`` must be ``channels x (2k + 1)``, ``channels`` being 1 for segmenters and
 localizers and ``1 + len(stage_input.probability_channels)`` for refiners.
@@ -39,6 +41,7 @@ class MemberInputs:
     median_filter: int
     stage_input: StageInputSpec | None
     output_labels: tuple[int, ...] | None
+    stage_one_weight: float = 0.0
 
     @property
     def channels(self) -> int:
@@ -72,13 +75,26 @@ def member_inputs(role: str, network: Mapping[str, Any], patch_size: Sequence[in
         stage = StageInputSpec.from_dict(stage)
     elif stage is not None:
         raise ValueError(f"'preprocessing.stage_input' is only for refiners, not for a {role}")
+    weight = _stage_one_weight(role, inference)
     labels = inference.get("output_labels")
     num_classes = network.get("num_classes")
     if labels is not None:
         labels = validate_output_labels(labels, num_classes if isinstance(num_classes, int) else None)
-    inputs = MemberInputs(context, median, stage, labels)
+    inputs = MemberInputs(context, median, stage, labels, weight)
     in_channels = network.get("in_channels")
     if isinstance(in_channels, int) and in_channels != inputs.channels:
         raise ValueError(f"the network has in_channels {in_channels} but its input has {inputs.channels} channels "
                          f"((image + stage-1 channels) x (2 x context_slices + 1))")
     return inputs
+
+
+def _stage_one_weight(role: str, inference: Mapping[str, Any]) -> float:
+    weight = inference.get("stage_one_weight")
+    if weight is None:
+        return 0.0
+    if role != REFINER:
+        raise ValueError(f"'inference.stage_one_weight' is only for refiners, not for a {role}")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+        raise ValueError(f"'inference.stage_one_weight' must be a number from 0 (the refiner alone) to 1 (stage 1 "
+                         f"alone), got {weight!r}")
+    return float(weight)

@@ -137,7 +137,8 @@ class Predictor:
         self.postprocessing = PostprocessingSettings.from_dict(package.postprocessing)
         self.refinement = RefinementSettings(
             self._shared_settings(self.refiner_specs), self.refiner_specs[0].inputs.stage_input,  # type: ignore[arg-type]
-            self.postprocessing.max_kidney_components) if self.refiner_specs else None
+            self.postprocessing.max_kidney_components,
+            self.refiner_specs[0].inputs.stage_one_weight) if self.refiner_specs else None
 
     @classmethod
     def from_store(cls, spec: str, options: PredictionOptions | None = None,

@@ -13,7 +13,10 @@ the localizer's cascade when there is one) and gives KiTS probabilities ``p`` on
    ``q`` is background, i.e. "no mass").
 3. Labels: 0 outside ``R``; inside ``R`` the largest of ``q0 + q1`` (kidney, 1), ``q2`` (tumor, 2) and ``q3``
    (cyst, 3), ties going to kidney. So the kidney region is stage 1's, tumor and cyst are stage 2's and lie
-   inside it.
+   inside it. With the refiners' ``inference.stage_one_weight`` ``w`` > 0, ``q`` is first averaged with stage
+   1's own split of the region, ``s = [0, p1, p2, p3] / (1 - p0)``: ``q <- (1 - w) q + w s`` (``w`` = 0: the
+   refiner alone; 1: stage 1 alone). An ensemble of two differently trained stages, as in seed 001's fold
+   averaging.
 4. Probabilities (for the hysteresis / adaptive-threshold post-processing and for callers):
    ``[p0, (1 - p0)(q0 + q1), (1 - p0) q2, (1 - p0) q3]``, i.e. P(mass) = P(kidney region) x P(mass | region).
 5. The package's post-processing rules then apply to these labels and probabilities as for any model.
@@ -59,6 +62,7 @@ class RefinementSettings:
     predictor: PredictorSettings
     stage_input: StageInputSpec
     max_kidney_components: int | None = 2
+    stage_one_weight: float = 0.0
 
 
 def stage_one_region(kits_probabilities: np.ndarray, max_components: int | None) -> np.ndarray:
@@ -72,9 +76,19 @@ def stage_one_region(kits_probabilities: np.ndarray, max_components: int | None)
     return region
 
 
-def combine_stages(stage_one: np.ndarray, conditional: np.ndarray, region: np.ndarray
+def blend_with_stage_one(stage_one: np.ndarray, conditional: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - weight) q + weight s``, ``s`` being stage 1's split of its region (rule 3 of the module docstring)."""
+    if weight <= 0.0:
+        return conditional
+    foreground = np.maximum(1.0 - stage_one[0], np.float32(1e-6))
+    split = np.concatenate([np.zeros_like(stage_one[:1]), stage_one[1:] / foreground])
+    return ((1.0 - weight) * conditional + weight * split).astype(np.float32)
+
+
+def combine_stages(stage_one: np.ndarray, conditional: np.ndarray, region: np.ndarray, stage_one_weight: float = 0.0
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities of the two stages (rules 3 and 4 of the module docstring)."""
+    conditional = blend_with_stage_one(stage_one, conditional, stage_one_weight)
     foreground = 1.0 - stage_one[0]
     rest = conditional[0] + conditional[1]
     probabilities = np.stack([stage_one[0], foreground * rest, foreground * conditional[2],
@@ -148,7 +162,7 @@ def predict_two_stage(
         conditional[0] = 1.0
     check_cancel(cancel)
     report("post-processing", 0.95)
-    labels, probabilities = combine_stages(stage_one, conditional, region)
+    labels, probabilities = combine_stages(stage_one, conditional, region, refinement.stage_one_weight)
     if postprocessing is not None:
         labels = postprocess(labels, spacing_lps, postprocessing, probabilities)
     report("done", 1.0)

@@ -10,6 +10,7 @@ import torch
 from cascade_packages import tunet_package, two_stage_package
 
 from kidneytumorseg.adaptive_threshold import whole_region
+from kidneytumorseg.errors import ModelPackageError
 from kidneytumorseg.geometry import image_from_lps, to_lps
 from kidneytumorseg.member_runner import PredictorSettings, Progress, span
 from kidneytumorseg.model_package import ModelPackage
@@ -108,6 +109,44 @@ def test_combination_rule():
     np.testing.assert_array_equal(labels, [0, 1, 2, 3])
     np.testing.assert_allclose(probabilities[:, 2], [0.2, 0.08, 0.64, 0.08], atol=1e-6)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
+
+
+def test_stage_one_weight_averages_stage_one_split_into_the_refiner_and_zero_changes_nothing():
+    # stage 1: region everywhere; its split of the region says tumor at voxel 0, kidney at voxel 1
+    stage_one = np.array([[0.2, 0.2], [0.2, 0.6], [0.6, 0.2], [0.0, 0.0]], np.float32)
+    # refiner: kidney at voxel 0 (no mass 0.6, tumor 0.4), tumor at voxel 1 (0.1 / 0.9)
+    conditional = np.array([[0.6, 0.1], [0.0, 0.0], [0.4, 0.9], [0.0, 0.0]], np.float32)
+    region = np.array([True, True])
+    alone, alone_p = combine_stages(stage_one, conditional, region)
+    np.testing.assert_array_equal(alone, [1, 2])
+    same, same_p = combine_stages(stage_one, conditional, region, stage_one_weight=0.0)
+    np.testing.assert_array_equal(same_p, alone_p)
+    # w = 0.5: voxel 0 tumor 0.5 * 0.4 + 0.5 * 0.75 = 0.575 > kidney 0.425; voxel 1 tumor 0.45 + 0.125 = 0.575
+    labels, probabilities = combine_stages(stage_one, conditional, region, stage_one_weight=0.5)
+    np.testing.assert_array_equal(labels, [2, 2])
+    np.testing.assert_allclose(probabilities[2], [0.8 * 0.575, 0.8 * 0.575], atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
+    only_stage_one, _ = combine_stages(stage_one, conditional, region, stage_one_weight=1.0)
+    np.testing.assert_array_equal(only_stage_one, np.argmax(stage_one, axis=0))
+
+
+def test_a_package_stage_one_weight_reaches_the_refinement_and_a_bad_one_is_refused(tmp_path):
+    import json
+
+    path = two_stage_package(tmp_path / "pkg")
+    manifest = json.loads((path / "model.json").read_text())
+    for member in manifest["members"]:
+        if member["role"] == "refiner":
+            member.setdefault("inference", {})["stage_one_weight"] = 0.3
+    (path / "model.json").write_text(json.dumps(manifest))
+    predictor = Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
+    assert predictor.refinement.stage_one_weight == pytest.approx(0.3)
+    for member in manifest["members"]:
+        if member["role"] == "refiner":
+            member["inference"]["stage_one_weight"] = 1.5
+    (path / "model.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelPackageError, match="stage_one_weight.*from 0"):
+        Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
 
 
 @pytest.fixture(scope="module")
