@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -131,8 +133,6 @@ def test_stage_one_weight_averages_stage_one_split_into_the_refiner_and_zero_cha
 
 
 def test_a_package_stage_one_weight_reaches_the_refinement_and_a_bad_one_is_refused(tmp_path):
-    import json
-
     path = two_stage_package(tmp_path / "pkg")
     manifest = json.loads((path / "model.json").read_text())
     for member in manifest["members"]:
