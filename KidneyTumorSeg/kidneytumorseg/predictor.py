@@ -135,10 +135,7 @@ class Predictor:
         self.cascade = cascade_settings(localizer_spec, str(self.device), self.half_precision) \
             if use_cascade else None
         self.postprocessing = PostprocessingSettings.from_dict(package.postprocessing)
-        self.refinement = RefinementSettings(
-            self._shared_settings(self.refiner_specs), self.refiner_specs[0].inputs.stage_input,  # type: ignore[arg-type]
-            self.postprocessing.max_kidney_components,
-            self.refiner_specs[0].inputs.stage_one_weight) if self.refiner_specs else None
+        self.refinement = self._refinement_settings() if self.refiner_specs else None
 
     @classmethod
     def from_store(cls, spec: str, options: PredictionOptions | None = None,
@@ -165,6 +162,11 @@ class Predictor:
                 raise ModelPackageError(f"--members names no segmenter of {self.model_spec}; its segmenters are: "
                                         f"{', '.join(member.name for member in available)}.")
         return available[:1] if self.options.quality == "fast" else available
+
+    def _refinement_settings(self) -> RefinementSettings:
+        inputs = self.refiner_specs[0].inputs  # the refiners agree on it (_shared_settings checks)
+        return RefinementSettings(self._shared_settings(self.refiner_specs), inputs.stage_input,  # type: ignore[arg-type]
+                                  self.postprocessing.max_kidney_components, inputs.stage_one_weight)
 
     def _shared_settings(self, specs: Sequence[MemberSpec]) -> PredictorSettings:
         first = specs[0]
