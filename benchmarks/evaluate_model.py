@@ -1,7 +1,7 @@
 """Accuracy of a model package on held-out cases: segment each case, score it with the KiTS metrics.
 
     .venv/bin/python benchmarks/evaluate_model.py work_data/synthetic_1.5x1.5x3 \\
-        --cases-file work_runs/test_ids.txt --model kits-demo [--limit 20] [--quality default]
+        --cases-file work_runs/test_ids.txt --model kits-demo [--limit 20] [--quality default] [--members fold1]
 
 The dataset is in the KiTS layout (case_XXXXX/imaging.nii.gz + segmentation.nii.gz). Each case is segmented
 by the engine's Predictor exactly as `kidneytumorseg predict` does (default settings unless given), on the
@@ -36,12 +36,15 @@ def main() -> None:
     parser.add_argument("--model", default="kits-demo", help="NAME[@VERSION] in the store, or a package folder")
     parser.add_argument("--quality", default="default", choices=["fast", "default", "best"])
     parser.add_argument("--cascade", action="store_true", help="use the package's localizer (coarse-to-fine)")
+    parser.add_argument("--members", help="comma-separated member names to run (default: as the quality says)")
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     cases = read_cases(args.dataset, args.cases_file, args.limit)
     package = load_package(args.model)
-    predictor = Predictor(package, PredictionOptions(quality=args.quality, cascade=args.cascade, device="cpu"))
+    members = tuple(name.strip() for name in args.members.split(",") if name.strip()) if args.members else None
+    options = PredictionOptions(quality=args.quality, cascade=args.cascade, device="cpu", members=members)
+    predictor = Predictor(package, options)
     results, seconds = [], []
     print(f"# {package.name}@{package.version} on {len(cases)} case(s) of {args.dataset}, quality {args.quality}, "
           f"members {[m.name for m in predictor.segmenter_specs]}, "
