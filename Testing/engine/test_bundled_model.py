@@ -8,7 +8,6 @@ import pytest
 
 from kidneytumorseg.image_io import read_ct, read_label_map
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_package import verify
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 
@@ -22,16 +21,24 @@ def package():
     return store.resolve("kits-demo")
 
 
-def test_bundled_package_is_complete_small_and_verified(package):
-    verify(package)
-    assert package.path.is_relative_to(default_bundled_dir())
-    # 1.1.0 has one segmenter: with the second fold as under-trained as it is now the pair scored worse on the
-    # held-out cases (model card). Every bundled version must segment, and cascade, on its own.
-    assert len(package.segmenters) >= 1 and package.localizer is not None
-    size = sum(f.stat().st_size for f in package.path.iterdir())
-    assert size <= 30 * 2**20, f"the bundled package must stay within 30 MB, it is {size / 2**20:.1f} MB"
-    assert "synthetic" in package.provenance.get("data", "").lower()
-    assert (package.path.parent / "README.md").is_file(), "the model card belongs next to the package"
+def test_the_newest_bundled_version_is_an_ensemble_with_a_localizer(package):
+    assert len(package.segmenters) >= 2, "the README's main job runs an ensemble (model card: kits-demo 1.2.0)"
+    assert package.localizer is not None
+
+
+def test_every_bundled_version_is_complete_small_and_verified():
+    store = ModelStore(default_bundled_dir(), ROOT / "no-user-models")
+    entries = [entry for entry in store.list() if entry.name == "kits-demo"]
+    assert len(entries) >= 2, "several versions side by side"
+    for entry in entries:
+        package = store.verify(entry.spec)
+        assert package.path.is_relative_to(default_bundled_dir())
+        # 1.1.0 has one segmenter (model card): every version must segment, and cascade, on its own.
+        assert len(package.segmenters) >= 1 and package.localizer is not None, entry.spec
+        size = sum(f.stat().st_size for f in package.path.iterdir())
+        assert size <= 30 * 2**20, f"{entry.spec} must stay within 30 MB, it is {size / 2**20:.1f} MB"
+        assert "synthetic" in package.provenance.get("data", "").lower(), entry.spec
+        assert (package.path.parent / "README.md").is_file(), "the model card belongs next to the package"
 
 
 @pytest.mark.parametrize("cascade", [True, False])
