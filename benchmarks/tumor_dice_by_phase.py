@@ -17,10 +17,11 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
-TUMOR_LABEL = 2
+from kidneytumorseg.image_io import read_label_map
+from kidneytumorseg.metrics import label_volumes_ml
+
 SIZE_GROUPS_ML = ((0.0, 10.0), (10.0, 100.0), (100.0, float("inf")))
 
 
@@ -44,9 +45,8 @@ def case_contrast(dataset: Path, case: str) -> tuple[str, float, float]:
 
 def tumor_volume_ml(dataset: Path, case: str) -> float:
     """Volume of the reference tumor (label 2) of a case, in ml."""
-    image = sitk.ReadImage(str(dataset / case / "segmentation.nii.gz"))
-    voxels = int(np.count_nonzero(sitk.GetArrayViewFromImage(image) == TUMOR_LABEL))
-    return voxels * float(np.prod(image.GetSpacing())) / 1000.0
+    image = read_label_map(dataset / case / "segmentation.nii.gz")
+    return label_volumes_ml(sitk.GetArrayViewFromImage(image), image.GetSpacing())["tumor"]
 
 
 def phase_table(dataset: Path, dice: dict[str, float]) -> list[str]:
