@@ -156,6 +156,29 @@ def test_cli_replans_the_network_with_another_block_and_width(folder, tmp_path):
     assert network["features_per_stage"][0] == 6
 
 
+def test_cli_batch_dice_and_cyst_oversampling_reach_the_run(folder, tmp_path):
+    run_dir = tmp_path / "cysts"
+    status = train_cli(["train", str(folder), "-o", str(run_dir), "--train-cases", ",".join(TRAIN_IDS),
+                        "--epochs", "1", "--iterations", "1", "--workers", "0", "--device", "cpu", "--threads", "1",
+                        "--no-augmentation", "--batch-dice", "--hard-case-class", "3", "--hard-case-fraction", "0.5"])
+    assert status == 0
+    config = TrainingConfig.load(run_dir)
+    assert config.loss_options == {"batch_dice": True}
+    assert (config.hard_case_class, config.hard_case_fraction) == (3, 0.5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--batch-dice", "--loss", "exp_log"], "dice_ce only"),
+    (["--hard-case-fraction", "0.3"], "needs --hard-case-class"),
+])
+def test_cli_refuses_sampling_and_loss_options_that_do_not_go_together(folder, tmp_path, capsys, extra, message):
+    status = train_cli(["train", str(folder), "-o", str(tmp_path / "run"), "--train-cases", ",".join(TRAIN_IDS),
+                        *extra])
+    assert status != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_run_saved_before_the_member_settings_existed_still_resumes(folder, tmp_path):
     from dataclasses import fields
 

@@ -42,11 +42,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     schedule.add_argument("--lr", type=float, help="initial learning rate (default 0.01 SGD, 3e-4 Adam)")
     model = parser.add_argument_group("model")
     model.add_argument("--loss", default="dice_ce", choices=["dice_ce", "exp_log", "focal_dice"])
+    model.add_argument("--batch-dice", action="store_true",
+                       help="dice_ce: one Dice over the whole batch (nnU-Net's 3d_fullres) instead of per patch, so "
+                            "a class absent from one patch is not pushed to zero there")
     model.add_argument("--block", choices=["plain", "residual", "preact"], help="re-plan the network with this block")
     model.add_argument("--base-features", type=int, help="re-plan the network with this many first-stage features")
     model.add_argument("--no-deep-supervision", action="store_true")
     model.add_argument("--no-augmentation", action="store_true")
     model.add_argument("--initial-weights", type=Path, help=".safetensors or checkpoint folder to start from")
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--hard-case-class", type=int, choices=[1, 2, 3],
+                          help="oversample patches centred on this label (3: cyst, small and rare in KiTS)")
+    sampling.add_argument("--hard-case-fraction", type=float, default=0.0,
+                          help="share of all patches centred on --hard-case-class (e.g. 0.25)")
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
@@ -116,13 +124,19 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         if args.preprocessed is None or args.output is None:
             raise KidneyTumorSegError("Give the preprocessed folder and -o RUN_DIR, or --resume RUN_DIR.")
+        if args.batch_dice and args.loss != "dice_ce":
+            raise KidneyTumorSegError(f"--batch-dice applies to --loss dice_ce only, not {args.loss}; drop one of them.")
+        if args.hard_case_fraction and args.hard_case_class is None:
+            raise KidneyTumorSegError("--hard-case-fraction needs --hard-case-class (the label to oversample, 3: cyst).")
         plans = load_plans(args.preprocessed)
         train_ids, val_ids = _split(args)
         config = TrainingConfig(
             preprocessed=str(args.preprocessed.resolve()), train_ids=train_ids, val_ids=val_ids,
             epochs=args.epochs or 100, iterations_per_epoch=args.iterations, val_iterations=args.val_iterations,
             batch_size=args.batch_size, network=_network_override(args, plans), optimizer=args.optimizer,
-            learning_rate=args.lr, loss=args.loss, deep_supervision=not args.no_deep_supervision,
+            learning_rate=args.lr, loss=args.loss, loss_options={"batch_dice": True} if args.batch_dice else {},
+            hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
+            deep_supervision=not args.no_deep_supervision,
             augmentation={"enabled": False} if args.no_augmentation else None, seed=args.seed,
             num_workers=args.workers, device=args.device, precision=args.precision, threads=args.threads,
             initial_weights=str(args.initial_weights) if args.initial_weights else None, name=args.output.name)
