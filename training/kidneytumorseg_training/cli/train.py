@@ -43,8 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model = parser.add_argument_group("model")
     model.add_argument("--loss", default="dice_ce", choices=["dice_ce", "exp_log", "focal_dice"])
     model.add_argument("--batch-dice", action="store_true",
-                       help="dice_ce: one Dice over the whole batch (nnU-Net's 3d_fullres) instead of per patch, so "
-                            "a class absent from one patch is not pushed to zero there")
+                       help="dice_ce: one Dice over the whole batch (nnU-Net's 3d_fullres) instead of one per patch")
     model.add_argument("--block", choices=["plain", "residual", "preact"], help="re-plan the network with this block")
     model.add_argument("--base-features", type=int, help="re-plan the network with this many first-stage features")
     model.add_argument("--no-deep-supervision", action="store_true")
