@@ -30,7 +30,7 @@ def read_tumor_dice(evaluation: Path) -> dict[str, float]:
     dice = {}
     for line in evaluation.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) == 5 and cells[0].startswith("case_"):
+        if len(cells) in (5, 6) and cells[0].startswith("case_"):  # 6: with the cyst column
             dice[cells[0]] = float(cells[3])
     if not dice:
         raise SystemExit(f"{evaluation} holds no per-case table of evaluate_model.py; give that script's output.")

@@ -30,6 +30,9 @@ def test_members_option_runs_only_the_named_member_and_scores_the_case(monkeypat
     kidney_and_mass = float(row.split("|")[2])
     assert kidney_and_mass > 0.8  # the bundled model finds the sample's kidneys (0.937 in its model card)
     assert "cases evaluated: 1" in out
+    cyst = row.split("|")[6].strip()  # the case has a small cyst: its Dice, whatever the model finds
+    assert 0.0 <= float(cyst) <= 1.0
+    assert "cyst (label 3 alone): 1 case(s) with a reference cyst" in out
 
 
 def test_an_unknown_member_is_refused_by_name(monkeypatch, capsys, tmp_path):
