@@ -124,9 +124,9 @@ def run_command(args: argparse.Namespace) -> int:
         if args.preprocessed is None or args.output is None:
             raise KidneyTumorSegError("Give the preprocessed folder and -o RUN_DIR, or --resume RUN_DIR.")
         if args.batch_dice and args.loss != "dice_ce":
-            raise KidneyTumorSegError(f"--batch-dice applies to --loss dice_ce only, not {args.loss}; drop one of them.")
+            raise KidneyTumorSegError(f"--batch-dice applies to --loss dice_ce only, not {args.loss}; drop one.")
         if args.hard_case_fraction and args.hard_case_class is None:
-            raise KidneyTumorSegError("--hard-case-fraction needs --hard-case-class (the label to oversample, 3: cyst).")
+            raise KidneyTumorSegError("--hard-case-fraction needs --hard-case-class (the label, 3: cyst).")
         plans = load_plans(args.preprocessed)
         train_ids, val_ids = _split(args)
         config = TrainingConfig(
