@@ -18,6 +18,9 @@ Rules, each switchable from the model package's ``postprocessing`` dict, applied
    is predicted at all the rule is skipped, so a whole-kidney tumor is not erased.
 4. ``min_component_ml``: components of each label smaller than this volume take the most common label
    around them (a speck of tumor inside kidney becomes kidney; a speck in the background disappears).
+5. ``min_cyst_component_ml`` (off by default): the same for cyst components only, with a threshold of its
+   own. A network that has just learned cysts marks small false cyst blobs in kidney and tumor; a real cyst
+   worth reporting is larger (``benchmarks/cyst_component_filter.py`` measures where the line falls).
 
 Connectivity is 26 (face, edge and corner neighbours) throughout.
 """
@@ -39,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 _KEYS = ("max_kidney_components", "remove_masses_not_touching_kidney", "min_component_ml", "hysteresis",
-         "adaptive_threshold", "max_tumor_components")
+         "adaptive_threshold", "max_tumor_components", "min_cyst_component_ml")
 
 
 def _error(message: str) -> ValueError:
@@ -68,6 +71,7 @@ class PostprocessingSettings:
     hysteresis: HysteresisSettings | Mapping[str, float] | None = None  # a mapping becomes HysteresisSettings
     adaptive_threshold: AdaptiveThresholdSettings | Mapping[str, Any] | bool | None = None
     max_tumor_components: int | None = None
+    min_cyst_component_ml: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adaptive_threshold", AdaptiveThresholdSettings.from_value(self.adaptive_threshold))
@@ -93,6 +97,9 @@ class PostprocessingSettings:
                          f"got {self.remove_masses_not_touching_kidney!r}.")
         if not (isinstance(self.min_component_ml, (int, float)) and self.min_component_ml >= 0):
             raise _error(f"min_component_ml must be a number >= 0 (0 for off), got {self.min_component_ml!r}.")
+        cyst_ml = self.min_cyst_component_ml
+        if isinstance(cyst_ml, bool) or not (isinstance(cyst_ml, (int, float)) and cyst_ml >= 0):
+            raise _error(f"min_cyst_component_ml must be a number >= 0 (0 for off), got {cyst_ml!r}.")
 
     @classmethod
     def disabled(cls) -> PostprocessingSettings:
@@ -117,6 +124,7 @@ class PostprocessingSettings:
             hysteresis=data.get("hysteresis"),
             adaptive_threshold=data.get("adaptive_threshold"),
             max_tumor_components=data.get("max_tumor_components"),
+            min_cyst_component_ml=data.get("min_cyst_component_ml") or 0.0,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +140,8 @@ class PostprocessingSettings:
             out["adaptive_threshold"] = self.adaptive_threshold.to_dict()
         if self.max_tumor_components:
             out["max_tumor_components"] = self.max_tumor_components
+        if self.min_cyst_component_ml:
+            out["min_cyst_component_ml"] = float(self.min_cyst_component_ml)
         return out
 
 
@@ -204,11 +214,13 @@ def remove_masses_not_touching_kidney(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def remove_small_components(labels: np.ndarray, spacing: Sequence[float], min_ml: float) -> np.ndarray:
-    """Components of each label under ``min_ml`` millilitres relabelled to the most common label around them."""
+def remove_small_components(labels: np.ndarray, spacing: Sequence[float], min_ml: float,
+                            which: Sequence[int] = (KIDNEY, TUMOR, CYST)) -> np.ndarray:
+    """Components of each label in ``which`` under ``min_ml`` millilitres relabelled to the most common label
+    around them."""
     voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
     out = labels.copy()
-    for label in (KIDNEY, TUMOR, CYST):
+    for label in which:
         components, found = ndimage.label(out == label, structure=CONNECTIVITY_26)
         if found == 0:
             continue
@@ -250,4 +262,6 @@ def postprocess(
         out = remove_masses_not_touching_kidney(out)
     if settings.min_component_ml > 0:
         out = remove_small_components(out, spacing, settings.min_component_ml)
+    if settings.min_cyst_component_ml > 0:
+        out = remove_small_components(out, spacing, settings.min_cyst_component_ml, which=(CYST,))
     return out

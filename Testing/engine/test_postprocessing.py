@@ -166,3 +166,24 @@ def test_new_rules_round_trip_only_when_on():
     assert "adaptive_threshold" not in PostprocessingSettings().to_dict()
     with pytest.raises(ValueError, match="max_tumor_components"):
         PostprocessingSettings(max_tumor_components=-1)
+
+
+def test_small_cysts_take_their_surroundings_label_and_large_ones_stay():
+    labels = np.zeros((12, 40, 40), dtype=np.uint8)
+    labels[1:11, 2:38, 2:38] = KIDNEY
+    labels[2:10, 4:16, 4:16] = TUMOR
+    labels[5:7, 8:10, 8:10] = CYST  # 8 voxels inside the tumor
+    labels[5:7, 30:32, 30:32] = CYST  # 8 voxels inside the kidney
+    labels[3:9, 20:28, 20:28] = CYST  # 384 voxels: a real cyst
+    labels[5:7, 30:32, 20:22] = TUMOR  # an 8-voxel tumor speck: not this rule's business
+    out = postprocess(labels, SPACING, _with(min_cyst_component_ml=0.1))  # 1 mm^3 voxels: 0.008 ml vs 0.384 ml
+    assert (out[5:7, 8:10, 8:10] == TUMOR).all()
+    assert (out[5:7, 30:32, 30:32] == KIDNEY).all()
+    assert (out[3:9, 20:28, 20:28] == CYST).all()
+    assert (out[5:7, 30:32, 20:22] == TUMOR).all()
+    assert not ((labels != out) & (labels != CYST)).any()  # only cyst voxels change
+    np.testing.assert_array_equal(postprocess(labels, SPACING, _with(min_cyst_component_ml=0.0)), labels)
+    assert PostprocessingSettings.from_dict({"min_cyst_component_ml": 0.5}).to_dict()["min_cyst_component_ml"] == 0.5
+    assert "min_cyst_component_ml" not in PostprocessingSettings().to_dict()
+    with pytest.raises(ValueError, match="min_cyst_component_ml"):
+        PostprocessingSettings.from_dict({"min_cyst_component_ml": -1})
