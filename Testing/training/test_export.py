@@ -225,3 +225,25 @@ def test_a_refiner_exported_onto_a_base_package_keeps_its_members_byte_for_byte(
                               base=base_dir, localizer=cascade_runs / "kidney", checkpoint="latest")
     localizer = ModelPackage.load(replaced).localizer
     assert localizer is not None and localizer.sha256 != base.localizer.sha256
+
+
+def test_a_retrained_member_replaces_the_base_members_of_its_name_in_place(cascade_runs, tmp_path):
+    base_dir = export_package([cascade_runs / "kidney", cascade_runs / "plain"], tmp_path / "base", name="c",
+                              version="1.0.0", localizer=cascade_runs / "plain", checkpoint="latest",
+                              member_names=["fold1", "fold0"])
+    status = train_cli(["export", str(cascade_runs / "plain"), "--members", "fold1", "--base", str(base_dir),
+                        "--replace", "-o", str(tmp_path / "new"), "--name", "c", "--version", "1.1.0",
+                        "--checkpoint", "latest"])
+    assert status == 0
+    base, package = ModelPackage.load(base_dir), ModelPackage.load(tmp_path / "new")
+    verify(package)
+    assert [m.name for m in package.members] == [m.name for m in base.members]  # same order: fold1 still first
+    assert package.member("fold1").sha256 == base.member("fold0").sha256  # the plain run's weights, now as fold1
+    assert package.member("fold1").sha256 != base.member("fold1").sha256
+    assert package.member("fold0") == base.member("fold0") and package.localizer == base.localizer
+    with pytest.raises(KidneyTumorSegError, match="must keep the role"):
+        export_package([cascade_runs / "tumor"], tmp_path / "role", name="c", version="1.2.0", base=base_dir,
+                       member_names=["fold1"], checkpoint="latest", replace=True)
+    with pytest.raises(SystemExit, match="--base"):
+        train_cli(["export", str(cascade_runs / "plain"), "--replace", "-o", str(tmp_path / "nobase"), "--name", "c",
+                   "--version", "1.0.0"])

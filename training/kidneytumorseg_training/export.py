@@ -102,6 +102,7 @@ def export_package(
     description: str = "",
     overwrite: bool = False,
     base: str | os.PathLike[str] | None = None,
+    replace: bool = False,
 ) -> Path:
     """Write ``runs`` (and an optional localizer run) as one package folder; returns the folder.
 
@@ -112,7 +113,9 @@ def export_package(
 
     ``base``: an existing package folder whose members (weights checked against their sha256), defaults, labels
     and post-processing the new package keeps, the runs' members added to them, e.g. a refiner trained for a
-    bundled package. A ``localizer`` run replaces the base's localizer.
+    bundled package. A ``localizer`` run replaces the base's localizer. ``replace``: a run named like a base
+    member takes that member's place (its position in the member list too, so the first segmenter, which the
+    ``fast`` quality runs, stays first), e.g. one fold retrained; without it such a clash is an error.
     """
     if not runs:
         raise KidneyTumorSegError("Export needs at least one run folder.")
@@ -125,13 +128,22 @@ def export_package(
     if localizer is not None:
         kept = [(settings, weights) for settings, weights in kept if settings["role"] != "localizer"]
     taken = sorted({settings["name"] for settings, _ in kept} & set(names))
-    if taken:
-        raise KidneyTumorSegError(f"{base} already has member(s) {taken}; name the runs otherwise with --members.")
+    if taken and not replace:
+        raise KidneyTumorSegError(f"{base} already has member(s) {taken}; name the runs otherwise with --members, "
+                                  f"or give --replace to put the runs in their place.")
     package_inference = dict(inference or base_defaults.get("inference") or DEFAULT_INFERENCE)
     loaded = list(kept)
+    positions = {settings["name"]: index for index, (settings, _) in enumerate(kept)}
     for member_name, run in zip(names, runs, strict=True):
         settings, weights = _run_member(Path(run), checkpoint, package_inference)
-        loaded.append(({"name": member_name, **settings}, weights))
+        if member_name in positions and settings["role"] != kept[positions[member_name]][0]["role"]:
+            raise KidneyTumorSegError(f"Run {run} is a {settings['role']}, but the base's member {member_name!r} is a "
+                                      f"{kept[positions[member_name]][0]['role']}; a replacement must keep the role.")
+        entry = ({"name": member_name, **settings}, weights)
+        if member_name in positions:
+            loaded[positions[member_name]] = entry
+        else:
+            loaded.append(entry)
     if not any(settings["role"] == "segmenter" for settings, _ in loaded):
         raise KidneyTumorSegError("Every run given is a refiner (it has a stage_input); export the stage-1 run(s) "
                                   "with them, or give their package as --base.")

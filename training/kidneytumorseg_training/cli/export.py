@@ -5,6 +5,8 @@ Examples::
     kidneytumorseg-train export runs/fold0 runs/fold1 -o packages/kits-demo --name kits-demo --version 1.0.0
     kidneytumorseg-train export runs/fold* --localizer runs/localizer -o pkg --name kits --version 2.0.0 --import
     kidneytumorseg-train export runs/refiner --base models/kits-demo/1.1.0 -o pkg --name kits-demo --version 1.2.0
+    kidneytumorseg-train export runs/fold1b --members fold1 --base models/kits-demo/1.3.0 --replace -o pkg \
+        --name kits-demo --version 1.4.0
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--localizer", type=Path, help="run folder of a low-resolution localizer (cascade mode)")
     parser.add_argument("--base", type=Path, help="existing package folder whose members (e.g. the segmenters and "
                         "localizer of a bundled version) the new package keeps, the runs added to them")
+    parser.add_argument("--replace", action="store_true", help="with --base: a run named like a base member (see "
+                        "--members) takes its place, e.g. one fold retrained")
     parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
     parser.add_argument("--members", help="comma-separated member names (default: the run folder names)")
     parser.add_argument("--description", default="", help="one line for model.json")
@@ -44,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_command(args: argparse.Namespace) -> int:
     from kidneytumorseg_training.export import export_package
 
+    if args.replace and not args.base:
+        raise SystemExit("--replace puts runs in the place of a base package's members; give the package with --base.")
     provenance: dict = {"recipe": args.recipe, "data": args.data, "runs": [str(run) for run in args.runs]}
     if args.base:
         provenance["base"] = str(args.base)
@@ -52,7 +58,8 @@ def run_command(args: argparse.Namespace) -> int:
     folder = export_package(
         args.runs, args.output, name=args.name, version=args.version, localizer=args.localizer,
         checkpoint=args.checkpoint, member_names=args.members.split(",") if args.members else None,
-        provenance=provenance, description=args.description, overwrite=args.overwrite, base=args.base)
+        provenance=provenance, description=args.description, overwrite=args.overwrite, base=args.base,
+        replace=args.replace)
     LOGGER.info("Wrote %s@%s to %s", args.name, args.version, folder)
     if args.import_:
         from kidneytumorseg.model_store import ModelStore, default_bundled_dir
