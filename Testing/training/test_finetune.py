@@ -18,9 +18,11 @@ from kidneytumorseg.model_package import MemberSpec, build_member, file_sha256, 
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import plan_network
 from kidneytumorseg.predictor import PredictionOptions, Predictor
+from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.cli.main import main
 from kidneytumorseg_training.finetune import finetune, next_patch_version, package_plans
 from kidneytumorseg_training.finetune_data import REPLAY_PREFIX, FinetuneError, add_replay, replay_subset
+from kidneytumorseg_training.trainer import LATEST
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
 SOURCES = ("case_00112", "case_00161")
@@ -169,7 +171,23 @@ def test_fewer_than_two_usable_corrections_is_a_clear_error(tmp_path):
 def test_bad_settings_are_refused_before_any_work(tmp_path):
     with pytest.raises(FinetuneError, match="epochs must be a whole number >= 1.*holdout must be a fraction"):
         finetune("tiny@1.0.0", tmp_path, epochs=0, holdout=1.5, store=make_store(tmp_path), work_dir=tmp_path / "w")
+    with pytest.raises(FinetuneError, match="averaging fraction must be a number from 0"):
+        finetune("tiny@1.0.0", tmp_path, average_fraction=1.5, store=make_store(tmp_path / "s"),
+                 work_dir=tmp_path / "w")
     assert not (tmp_path / "w").exists()
+
+
+def test_averaging_with_the_parent_at_zero_gives_back_the_parents_weights(tmp_path):
+    store = make_store(tmp_path)
+    result = finetune("tiny@1.0.0", make_corrections(tmp_path / "corrections"), holdout=0.5, epochs=1, iterations=2,
+                      learning_rate=1e-2, store=store, work_dir=tmp_path / "work", threads=1, average_fraction=0.0)
+    parent, new = store.resolve("tiny@1.0.0"), store.resolve(f"tiny@{result.version}")
+    assert new.provenance["settings"]["average_fraction"] == 0.0
+    for member in parent.segmenters:
+        old, mixed = load_member_weights(parent, member), load_member_weights(new, member.name)
+        assert all(torch.equal(old[name], mixed[name]) for name in old)
+        trained = load_weights(tmp_path / "work" / "runs" / member.name / LATEST)
+        assert any(not torch.equal(trained[name], old[name]) for name in old)  # training did move the weights
 
 
 def test_unknown_model_is_a_clear_error(tmp_path, capsys):

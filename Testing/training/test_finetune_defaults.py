@@ -16,7 +16,7 @@ def test_the_command_and_the_api_share_the_defaults():
     args = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "corrections"])
     api = inspect.signature(finetune).parameters
     pairs = {"epochs": "epochs", "iterations": "iterations", "lr": "learning_rate", "optimizer": "optimizer",
-             "replay_ratio": "replay_ratio", "holdout": "holdout"}
+             "replay_ratio": "replay_ratio", "holdout": "holdout", "average_with_parent": "average_fraction"}
     for option, parameter in pairs.items():
         assert getattr(args, option) == api[parameter].default, option
     assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (

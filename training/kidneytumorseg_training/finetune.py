@@ -57,6 +57,7 @@ from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
 from kidneytumorseg_training.validation import validate_cases, write_validation_report
+from kidneytumorseg_training.weight_averaging import average_weights, check_fraction
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              holdout: float = defaults.HOLDOUT, epochs: int = defaults.EPOCHS, iterations: int = defaults.ITERATIONS,
              learning_rate: float = defaults.LEARNING_RATE, optimizer: str = defaults.OPTIMIZER,
              augmentation: bool = True, version: str | None = None, replay_ratio: float = defaults.REPLAY_RATIO,
-             store: ModelStore | None = None,
+             average_fraction: float = defaults.AVERAGE_FRACTION, store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
@@ -259,12 +260,17 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
 
     ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; R makes 1 / (1 + R)
-    of the patches corrections). ``work_dir`` (default ``./finetune_<name>_<version>``) keeps the preprocessed data,
-    the runs and the report;
+    of the patches corrections). ``average_fraction`` A: the new weights are ``(1 - A) * parent + A * fine-tuned``
+    (WiSE-FT, :mod:`kidneytumorseg_training.weight_averaging`), 1 for the fine-tuned weights alone. ``work_dir``
+    (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio)
+    try:
+        average_fraction = check_fraction(average_fraction)
+    except KidneyTumorSegError as error:
+        raise FinetuneError(str(error)) from error
     device = str(select_device(device))  # "auto" -> the device found, for training and evaluation alike
     store = store or ModelStore.default()
     package = store.resolve(model_spec)
@@ -288,7 +294,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
 
     options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
-               "replay_ratio": replay_ratio,
+               "replay_ratio": replay_ratio, "average_fraction": average_fraction,
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it
@@ -299,6 +305,9 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         with (_epoch_progress(lambda done, total, s=stage, a=start: report_progress(s, a + span * done / total))
               if progress else contextlib.nullcontext()):
             tuned[member.name] = _train_member(package, member, group["folder"], group["ids"], work, options)
+        if average_fraction < 1.0:
+            tuned[member.name] = average_weights(load_member_weights(package, member), tuned[member.name],
+                                                 average_fraction)
     seconds["train"] = time.perf_counter() - started - seconds["preprocess"]
 
     report_progress("evaluate", 0.7)

@@ -15,3 +15,6 @@ LEARNING_RATE = 3e-4
 OPTIMIZER = "adam"
 REPLAY_RATIO = 4.0  # replayed cases per corrected training case: a fifth of the patches are corrections
 HOLDOUT = 0.3  # fraction of the corrections held out to compare the old and new versions
+# Share of the fine-tuned weights in the new version: (1 - A) * parent + A * fine-tuned (WiSE-FT, weight_averaging.py);
+# 1.0 = no averaging.
+AVERAGE_FRACTION = 1.0

@@ -74,6 +74,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                           help="adam (default; SGD at 1e-3 for a short schedule barely moves the weights, see "
                                "docs/training.md); sgd: Nesterov + poly decay")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
+    schedule.add_argument("--average-with-parent", type=float, default=defaults.AVERAGE_FRACTION, metavar="A",
+                          help=f"share of the fine-tuned weights in the new version: (1 - A) x parent + A x "
+                               f"fine-tuned, which forgets less (WiSE-FT; default {defaults.AVERAGE_FRACTION:g}, "
+                               f"1 = no averaging)")
     output = parser.add_argument_group("output")
     output.add_argument("--version", help="version of the new package (default: the next patch version)")
     output.add_argument("--store-dir", type=Path,
@@ -161,7 +165,8 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
     return finetune(
         args.model, args.corrections, replay=args.replay, holdout=args.holdout, epochs=args.epochs,
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
-        augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio, store=store,
+        augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio,
+        average_fraction=args.average_with_parent, store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
         progress=progress)
 

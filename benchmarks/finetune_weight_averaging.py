@@ -1,0 +1,94 @@
+"""Does averaging the fine-tuned weights with the parent's keep the old domain? A sweep of the fraction.
+
+    .venv/bin/python benchmarks/finetune_weight_averaging.py --masks ../shared/data/kits23-masks \\
+        --original work_data/synthetic_1.5x1.5x3 --parent kits-demo@1.3.0 \\
+        --work work_runs/finetune_130_hyper [--fractions 0,0.25,0.5,0.75,1] [--original-cases 10]
+
+Reads what benchmarks/finetune_shifted_domain.py left in --work: the corrections folder (the shifted domain) and
+the fine-tuned package in its store. For each fraction ``a`` it writes the package whose segmenters are
+``(1 - a) * parent + a * fine-tuned`` (:mod:`kidneytumorseg_training.weight_averaging`; ``a = 0`` is the parent,
+``a = 1`` the fine-tuned package), segments the shifted cases that fine-tuning held out and the same original
+held-out cases as finetune_shifted_domain.py, with the engine's Predictor at default settings, and prints the
+mean Dice of the KiTS regions on both domains and the change against the parent. All data are synthetic CT made
+from real KiTS23 masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from finetune_shifted_domain import REGIONS, held_out_ids
+
+from kidneytumorseg.evaluation import CaseResult, summarize
+from kidneytumorseg.image_io import read_ct, read_label_map
+from kidneytumorseg.metrics import compute_case_metrics
+from kidneytumorseg.model_package import ModelPackage
+from kidneytumorseg.model_store import ModelStore, default_bundled_dir
+from kidneytumorseg.predictor import PredictionOptions, Predictor
+from kidneytumorseg_training.weight_averaging import write_averaged_package
+
+
+def mean_dice(package: ModelPackage, dataset: Path, ids: list[str]) -> dict[str, float]:
+    """Mean Dice per KiTS region of ``package`` on the cases ``ids`` of a KiTS-layout folder."""
+    predictor = Predictor(package, PredictionOptions(device="cpu"))
+    results = []
+    for case in ids:
+        labels = predictor.segment(read_ct(dataset / case / "imaging.nii.gz"), name=case).labels
+        results.append(CaseResult(case, compute_case_metrics(labels, read_label_map(dataset / case /
+                                                                                     "segmentation.nii.gz"))))
+    return {region.region: region.dice_mean for region in summarize(results).regions}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--masks", type=Path, required=True, help="KiTS23 masks, to pick the original held-out cases")
+    parser.add_argument("--original", type=Path, required=True, help="the original synthetic dataset")
+    parser.add_argument("--parent", required=True, help="NAME@VERSION that was fine-tuned")
+    parser.add_argument("--work", type=Path, required=True, help="the --work folder of finetune_shifted_domain.py")
+    parser.add_argument("--tuned-version", help="the fine-tuned version (default: the newest in --work's store)")
+    parser.add_argument("--fractions", default="0,0.25,0.5,0.75,1", help="comma-separated fractions in [0, 1]")
+    parser.add_argument("--shifted-cases", type=int, default=16, help="as given to finetune_shifted_domain.py")
+    parser.add_argument("--original-cases", type=int, default=10, help="as given to finetune_shifted_domain.py")
+    parser.add_argument("--threads", type=int, help="torch threads")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    store = ModelStore(default_bundled_dir(), args.work / "store")
+    parent = store.resolve(args.parent)
+    name = args.parent.split("@")[0]
+    tuned = store.resolve(f"{name}@{args.tuned_version}" if args.tuned_version else name)
+    if tuned.version == parent.version:
+        raise SystemExit(f"No fine-tuned version of {name} in {args.work / 'store'}; run "
+                         f"benchmarks/finetune_shifted_domain.py with --work {args.work} first.")
+    shifted_ids = list(tuned.provenance["corrections_cases"]["holdout"])
+    corrections = Path(tuned.provenance["corrections"])
+    ids = held_out_ids(args.masks)
+    original_ids = ids[args.shifted_cases: args.shifted_cases + args.original_cases]
+    print(f"# parent {parent.name}@{parent.version}, fine-tuned {tuned.name}@{tuned.version}; shifted held-out "
+          f"{shifted_ids} from {corrections}; original held-out {original_ids}")
+    print("| fraction fine-tuned | shifted " + " | shifted ".join(REGIONS) + " | original "
+          + " | original ".join(REGIONS) + " |")
+    print("|---" * (1 + 2 * len(REGIONS)) + "|")
+    baseline: dict[str, dict[str, float]] = {}
+    for fraction in (float(f) for f in args.fractions.split(",")):
+        folder = args.work / "averaged" / f"{fraction:g}"
+        package = ModelPackage.load(write_averaged_package(parent, tuned, fraction, folder,
+                                                           version=tuned.version))
+        scores = {"shifted": mean_dice(package, corrections, shifted_ids),
+                  "original": mean_dice(package, args.original, original_ids)}
+        baseline = baseline or (scores if fraction == 0 else {})
+        cells = []
+        for domain in ("shifted", "original"):
+            for region in REGIONS:
+                change = f" ({scores[domain][region] - baseline[domain][region]:+.3f})" if baseline else ""
+                cells.append(f"{scores[domain][region]:.3f}{change}")
+        print(f"| {fraction:g} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
