@@ -24,7 +24,7 @@ from finetune_shifted_domain import REGIONS, held_out_ids
 from kidneytumorseg.evaluation import CaseResult, summarize
 from kidneytumorseg.image_io import read_ct, read_label_map
 from kidneytumorseg.metrics import compute_case_metrics
-from kidneytumorseg.model_package import ModelPackage
+from kidneytumorseg.model_package import ModelPackage, parse_version
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.weight_averaging import write_averaged_package
@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--original", type=Path, required=True, help="the original synthetic dataset")
     parser.add_argument("--parent", required=True, help="NAME@VERSION that was fine-tuned")
     parser.add_argument("--work", type=Path, required=True, help="the --work folder of finetune_shifted_domain.py")
-    parser.add_argument("--tuned-version", help="the fine-tuned version (default: the newest in --work's store)")
+    parser.add_argument("--tuned-version",
+                        help="the fine-tuned version (default: the newest that fine-tuning wrote into --work's store)")
     parser.add_argument("--fractions", default="0,0.25,0.5,0.75,1", help="comma-separated fractions in [0, 1]")
     parser.add_argument("--shifted-cases", type=int, default=16, help="as given to finetune_shifted_domain.py")
     parser.add_argument("--original-cases", type=int, default=10, help="as given to finetune_shifted_domain.py")
@@ -61,10 +62,12 @@ def main() -> None:
     store = ModelStore(default_bundled_dir(), args.work / "store")
     parent = store.resolve(args.parent)
     name = args.parent.split("@")[0]
-    tuned = store.resolve(f"{name}@{args.tuned_version}" if args.tuned_version else name)
-    if tuned.version == parent.version:
+    made = sorted((p.name for p in (args.work / "store" / name).glob("*") if (p / "model.json").is_file()),
+                  key=parse_version)  # the versions fine-tuning wrote into --work's own store
+    if not made and not args.tuned_version:
         raise SystemExit(f"No fine-tuned version of {name} in {args.work / 'store'}; run "
                          f"benchmarks/finetune_shifted_domain.py with --work {args.work} first.")
+    tuned = store.resolve(f"{name}@{args.tuned_version or made[-1]}")
     shifted_ids = list(tuned.provenance["corrections_cases"]["holdout"])
     corrections = Path(tuned.provenance["corrections"])
     ids = held_out_ids(args.masks)
