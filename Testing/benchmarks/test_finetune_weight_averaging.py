@@ -7,8 +7,9 @@ from pathlib import Path
 
 import finetune_weight_averaging
 import pytest
+from tiny_models import write_shifted_copy
 
-from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package
+from kidneytumorseg.model_package import ModelPackage
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
 PARENT = Path(__file__).resolve().parents[2] / "KidneyTumorSeg" / "Resources" / "Models" / "kits-demo" / "1.0.0"
@@ -16,22 +17,10 @@ PARENT = Path(__file__).resolve().parents[2] / "KidneyTumorSeg" / "Resources" / 
 
 def _fake_finetuned(work: Path) -> None:
     """kits-demo 1.0.1 in --work's store: 1.0.0 with every segmenter weight shifted (a ruined network), as if
-    fine-tuned on the fixture case_00112, which it held out."""
-    parent = ModelPackage.load(PARENT)
-    members = []
-    for entry in parent.manifest["members"]:
-        weights = load_member_weights(parent, entry["name"])
-        if entry["role"] != "localizer":
-            weights = {k: v + 0.5 if v.is_floating_point() else v for k, v in weights.items()}
-        members.append(({k: v for k, v in entry.items() if k != "sha256"}, weights))
-    manifest = parent.manifest
+    fine-tuned on the fixture case_00161 with case_00112 held out."""
     provenance = {"data": "synthetic", "corrections": str(FIXTURES),
                   "corrections_cases": {"train": ["case_00161"], "holdout": ["case_00112"]}}
-    write_package(work / "store" / "kits-demo" / "1.0.1", name="kits-demo", version="1.0.1",
-                  preprocessing=manifest["preprocessing"], network=manifest["network"],
-                  patch_size=manifest["patch_size"], inference=manifest["inference"],
-                  postprocessing=manifest["postprocessing"], members=members, labels=parent.labels,
-                  provenance=provenance)
+    write_shifted_copy(ModelPackage.load(PARENT), work / "store" / "kits-demo" / "1.0.1", "1.0.1", 0.5, provenance)
 
 
 def test_the_parent_row_scores_the_parent_and_the_last_row_the_fine_tuned_weights(monkeypatch, capsys, tmp_path):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import write_shifted_copy
 
 from kidneytumorseg.errors import KidneyTumorSegError
-from kidneytumorseg.model_package import ModelPackage, load_member_weights, verify, write_package
+from kidneytumorseg.model_package import ModelPackage, load_member_weights, verify
 from kidneytumorseg_training.weight_averaging import average_weights, write_averaged_package
 
 PACKAGE = Path(__file__).resolve().parents[2] / "KidneyTumorSeg" / "Resources" / "Models" / "kits-demo" / "1.0.0"
@@ -41,19 +42,7 @@ def test_networks_that_are_not_parent_and_copy_or_fractions_outside_0_1_are_refu
 
 def test_averaged_package_mixes_the_segmenters_and_keeps_the_localizer(tmp_path):
     parent = ModelPackage.load(PACKAGE)
-    # A stand-in for a fine-tuned version: the same package with every segmenter weight shifted by 1.
-    shifted = []
-    for entry in parent.manifest["members"]:
-        weights = load_member_weights(parent, entry["name"])
-        if entry["role"] != "localizer":
-            weights = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
-        shifted.append(({k: v for k, v in entry.items() if k != "sha256"}, weights))
-    manifest = parent.manifest
-    tuned_dir = write_package(tmp_path / "tuned", name=parent.name, version="1.0.1",
-                              preprocessing=manifest["preprocessing"], network=manifest["network"],
-                              patch_size=manifest["patch_size"], inference=manifest["inference"],
-                              postprocessing=manifest["postprocessing"], members=shifted, labels=parent.labels)
-    tuned = ModelPackage.load(tuned_dir)
+    tuned = ModelPackage.load(write_shifted_copy(parent, tmp_path / "tuned", "1.0.1", 1.0))
     folder = write_averaged_package(parent, tuned, 0.5, tmp_path / "avg", version="1.0.2")
     averaged = ModelPackage.load(folder)
     verify(averaged)
