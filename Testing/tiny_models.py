@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package
+from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package, write_package_version
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network, plan_network
 
@@ -38,14 +38,7 @@ def write_shifted_copy(parent: ModelPackage, folder: Path, version: str, shift: 
                        provenance: dict | None = None) -> Path:
     """``parent`` as another version whose segmenter weights are all moved by ``shift`` (the localizer kept): a
     stand-in for a fine-tuned version."""
-    members = []
-    for entry in parent.manifest["members"]:
-        weights = load_member_weights(parent, entry["name"])
-        if entry["role"] != "localizer":
-            weights = {k: v + shift if v.is_floating_point() else v for k, v in weights.items()}
-        members.append(({k: v for k, v in entry.items() if k != "sha256"}, weights))
-    manifest = parent.manifest
-    return write_package(folder, name=parent.name, version=version, preprocessing=manifest["preprocessing"],
-                         network=manifest["network"], patch_size=manifest["patch_size"],
-                         inference=manifest["inference"], postprocessing=manifest["postprocessing"], members=members,
-                         labels=parent.labels, provenance=provenance or {})
+    weights = {member.name: {k: v + shift if v.is_floating_point() else v
+                             for k, v in load_member_weights(parent, member).items()}
+               for member in parent.members if member.role != "localizer"}
+    return write_package_version(parent, folder, version=version, weights=weights, provenance=provenance or {})

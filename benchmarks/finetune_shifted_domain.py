@@ -35,6 +35,7 @@ from pathlib import Path
 from kidneytumorseg.evaluation import CaseResult, summarize
 from kidneytumorseg.image_io import read_ct, read_label_map, write_image_atomic
 from kidneytumorseg.metrics import compute_case_metrics
+from kidneytumorseg.model_package import ModelPackage
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
 from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training import finetune_defaults as defaults
@@ -79,8 +80,9 @@ def build_corrections(masks: Path, ids: list[str], folder: Path, model: str, shi
         logging.info("built shifted case %s", case)
 
 
-def evaluate(store: ModelStore, model: str, dataset: Path, ids: list[str]) -> dict[str, float]:
-    predictor = Predictor(store.resolve(model), PredictionOptions(device="cpu"))
+def evaluate(package: ModelPackage, dataset: Path, ids: list[str]) -> dict[str, float]:
+    """Mean Dice per KiTS region of ``package`` (default settings) on the cases ``ids`` of a KiTS-layout folder."""
+    predictor = Predictor(package, PredictionOptions(device="cpu"))
     results = []
     for case in ids:
         labels = predictor.segment(read_ct(dataset / case / "imaging.nii.gz"), name=case).labels
@@ -130,8 +132,8 @@ def main() -> None:
                       store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
-    original_before = evaluate(store, args.model, args.original, original)
-    original_after = evaluate(store, new_model, args.original, original)
+    original_before = evaluate(store.resolve(args.model), args.original, original)
+    original_after = evaluate(store.resolve(new_model), args.original, original)
     print(f"# shift {args.shift}: scanner {SHIFTS[args.shift][0]}, tissue HU {SHIFTS[args.shift][1]}")
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, replay {args.replay} "

@@ -19,26 +19,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from finetune_shifted_domain import REGIONS, held_out_ids
+from finetune_shifted_domain import REGIONS, evaluate, held_out_ids
 
-from kidneytumorseg.evaluation import CaseResult, summarize
-from kidneytumorseg.image_io import read_ct, read_label_map
-from kidneytumorseg.metrics import compute_case_metrics
 from kidneytumorseg.model_package import ModelPackage, parse_version
 from kidneytumorseg.model_store import ModelStore, default_bundled_dir
-from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.weight_averaging import write_averaged_package
-
-
-def mean_dice(package: ModelPackage, dataset: Path, ids: list[str]) -> dict[str, float]:
-    """Mean Dice per KiTS region of ``package`` on the cases ``ids`` of a KiTS-layout folder."""
-    predictor = Predictor(package, PredictionOptions(device="cpu"))
-    results = []
-    for case in ids:
-        labels = predictor.segment(read_ct(dataset / case / "imaging.nii.gz"), name=case).labels
-        results.append(CaseResult(case, compute_case_metrics(labels, read_label_map(dataset / case /
-                                                                                     "segmentation.nii.gz"))))
-    return {region.region: region.dice_mean for region in summarize(results).regions}
 
 
 def main() -> None:
@@ -82,9 +67,10 @@ def main() -> None:
         folder = args.work / "averaged" / f"{fraction:g}"
         package = ModelPackage.load(write_averaged_package(parent, tuned, fraction, folder,
                                                            version=tuned.version))
-        scores = {"shifted": mean_dice(package, corrections, shifted_ids),
-                  "original": mean_dice(package, args.original, original_ids)}
-        baseline = baseline or (scores if fraction == 0 else {})
+        scores = {"shifted": evaluate(package, corrections, shifted_ids),
+                  "original": evaluate(package, args.original, original_ids)}
+        if fraction == 0:  # the parent's own weights: the changes are against this row
+            baseline = scores
         cells = []
         for domain in ("shifted", "original"):
             for region in REGIONS:

@@ -288,3 +288,25 @@ def write_package(
         shutil.rmtree(staging, ignore_errors=True)
     LOGGER.info("Wrote model package %s@%s to %s", name, version, target)
     return target
+
+
+def write_package_version(
+    package: ModelPackage,
+    folder: str | os.PathLike[str],
+    *,
+    version: str,
+    weights: Mapping[str, Mapping[str, torch.Tensor]],
+    provenance: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """``package`` written as another version: its manifest, the members named in ``weights`` holding those
+    tensors, every other member's weights copied (verified on the way). ``description`` defaults to the package's."""
+    members = [(entry, weights.get(entry["name"]) or load_member_weights(package, entry["name"]))
+               for entry in package.manifest["members"]]
+    manifest = package.manifest
+    return write_package(
+        folder, name=package.name, version=version, preprocessing=manifest["preprocessing"],
+        network=manifest["network"], patch_size=manifest["patch_size"], inference=manifest["inference"],
+        postprocessing=manifest["postprocessing"], members=members, labels=package.labels, provenance=provenance,
+        description=package.description if description is None else description, overwrite=overwrite)

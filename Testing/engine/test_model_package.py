@@ -32,6 +32,7 @@ from kidneytumorseg.model_package import (
     load_member_weights,
     move_into_place,
     verify,
+    write_package_version,
 )
 
 
@@ -203,3 +204,18 @@ def test_refiners_carry_their_stage_input_and_inconsistent_members_are_refused(t
     wrong_channels = {**refiner, "network": {**refiner_network, "in_channels": 1}}
     with pytest.raises(ModelPackageError, match="in_channels 1 but its input has 2 channels"):
         write_tiny(tmp_path / "bad2", members=[members[0], (wrong_channels, members[1][1])])
+
+
+def test_another_version_replaces_the_named_members_and_copies_the_rest(tmp_path):
+    members = [({"name": "fold0"}, tiny_network().state_dict()), ({"name": "fold1"}, tiny_network().state_dict())]
+    old = ModelPackage.load(write_tiny(tmp_path / "old", members=members))
+    new_weights = {k: v + 1 for k, v in load_member_weights(old, "fold1").items()}
+    new = ModelPackage.load(write_package_version(old, tmp_path / "new", version="1.0.1",
+                                                  weights={"fold1": new_weights}, provenance={"parent": "tiny@1.0.0"}))
+    verify(new)
+    assert (new.version, new.description, new.provenance["parent"]) == ("1.0.1", old.description, "tiny@1.0.0")
+    assert new.member("fold0").sha256 == old.member("fold0").sha256
+    assert all(torch.equal(new_weights[k], v) for k, v in load_member_weights(new, "fold1").items())
+    assert new.manifest["postprocessing"] == old.manifest["postprocessing"] and new.labels == old.labels
+    with pytest.raises(ModelPackageError, match="already exists"):
+        write_package_version(old, tmp_path / "new", version="1.0.1", weights={})

@@ -38,7 +38,7 @@ from kidneytumorseg.model_package import (
     build_member,
     load_member_weights,
     parse_version,
-    write_package,
+    write_package_version,
 )
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network
@@ -214,10 +214,10 @@ def _epoch_progress(report: Callable[[int, int], None]) -> Iterator[None]:
         trainer_log.setLevel(level)
 
 
-def _train_member(package: ModelPackage, member: MemberSpec, folder: Path, ids: list[str], work: Path,
-                  options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor], folder: Path, ids: list[str],
+                  work: Path, options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Train one segmenter from its packaged (verified) weights; return the fine-tuned weights."""
-    initial = _write_weights(load_member_weights(package, member), work / "initial" / f"{member.name}.safetensors")
+    initial = _write_weights(parent_weights, work / "initial" / f"{member.name}.safetensors")
     # The deep-supervision heads are part of the network whether or not they are used, so the packaged
     # weights (saved without deep supervision) load strictly into the training network.
     config = TrainingConfig(
@@ -230,22 +230,6 @@ def _train_member(package: ModelPackage, member: MemberSpec, folder: Path, ids: 
     run_dir = work / "runs" / member.name
     train(config, run_dir)
     return load_weights(run_dir / LATEST)
-
-
-def _write_new_package(package: ModelPackage, version: str, tuned: Mapping[str, Mapping[str, torch.Tensor]],
-                       provenance: Mapping[str, Any], description: str, folder: Path) -> Path:
-    """The parent's manifest with the fine-tuned segmenters; other members (the localizer) copied unchanged."""
-    members = []
-    for entry in package.manifest["members"]:
-        info = {key: value for key, value in entry.items() if key != "sha256"}
-        weights = tuned[entry["name"]] if entry["name"] in tuned else load_member_weights(package, entry["name"])
-        members.append((info, weights))
-    manifest = package.manifest
-    return write_package(
-        folder, name=package.name, version=version, preprocessing=manifest["preprocessing"],
-        network=manifest["network"], patch_size=manifest["patch_size"], inference=manifest["inference"],
-        postprocessing=manifest["postprocessing"], members=members, labels=package.labels, provenance=provenance,
-        description=description, overwrite=True)
 
 
 def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: str | os.PathLike[str] | None = None,
@@ -304,10 +288,10 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         group = groups[json.dumps(member.preprocessing, sort_keys=True)]
         with (_epoch_progress(lambda done, total, s=stage, a=start: report_progress(s, a + span * done / total))
               if progress else contextlib.nullcontext()):
-            tuned[member.name] = _train_member(package, member, group["folder"], group["ids"], work, options)
+            parent_weights = load_member_weights(package, member)
+            tuned[member.name] = _train_member(member, parent_weights, group["folder"], group["ids"], work, options)
         if average_fraction < 1.0:
-            tuned[member.name] = average_weights(load_member_weights(package, member), tuned[member.name],
-                                                 average_fraction)
+            tuned[member.name] = average_weights(parent_weights, tuned[member.name], average_fraction)
     seconds["train"] = time.perf_counter() - started - seconds["preprocess"]
 
     report_progress("evaluate", 0.7)
@@ -338,8 +322,9 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     }
     earlier = re.sub(r"\s*Fine-tuned from \S+ on \d+ corrected case\(s\)\.$", "", package.description)
     description = f"{earlier} Fine-tuned from {package.version} on {len(train_ids)} corrected case(s)."
-    built = _write_new_package(package, new_version, tuned, provenance, description.strip(),
-                               work / "package" / package.name / new_version)
+    built = write_package_version(package, work / "package" / package.name / new_version, version=new_version,
+                                  weights=tuned, provenance=provenance, description=description.strip(),
+                                  overwrite=True)
     seconds["total"] = time.perf_counter() - started
     report = {
         "format_version": 1, "parent": parent, "model": f"{package.name}@{new_version}",

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from kidneytumorseg.errors import KidneyTumorSegError
-from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package
+from kidneytumorseg.model_package import ModelPackage, load_member_weights, write_package_version
 
 
 def check_fraction(fraction: float) -> float:
@@ -57,21 +57,16 @@ def write_averaged_package(parent: ModelPackage, tuned: ModelPackage, fraction: 
                            folder: str | os.PathLike[str], *, version: str, description: str = "") -> Path:
     """A package with ``tuned``'s manifest whose segmenters are averaged with ``parent``'s members of the same name
     (other members, such as the localizer, are ``tuned``'s). Returns the folder."""
-    members = []
-    for entry in tuned.manifest["members"]:
-        info = {key: value for key, value in entry.items() if key != "sha256"}
-        weights = load_member_weights(tuned, entry["name"])
-        if entry["role"] != "localizer":
-            if entry["name"] not in {member.name for member in parent.members}:
-                raise KidneyTumorSegError(f"{parent.name}@{parent.version} has no member {entry['name']!r}; "
-                                          f"give the package that {tuned.name}@{tuned.version} was fine-tuned from.")
-            weights = average_weights(load_member_weights(parent, entry["name"]), weights, fraction)
-        members.append((info, weights))
-    manifest = tuned.manifest
+    averaged = {}
+    for member in tuned.members:
+        if member.role == "localizer":
+            continue
+        if member.name not in {m.name for m in parent.members}:
+            raise KidneyTumorSegError(f"{parent.name}@{parent.version} has no member {member.name!r}; "
+                                      f"give the package that {tuned.name}@{tuned.version} was fine-tuned from.")
+        averaged[member.name] = average_weights(load_member_weights(parent, member.name),
+                                                load_member_weights(tuned, member), fraction)
     provenance = {**tuned.provenance, "weight_averaging": {"parent": f"{parent.name}@{parent.version}",
                                                            "fraction_fine_tuned": float(fraction)}}
-    return write_package(
-        folder, name=tuned.name, version=version, preprocessing=manifest["preprocessing"],
-        network=manifest["network"], patch_size=manifest["patch_size"], inference=manifest["inference"],
-        postprocessing=manifest["postprocessing"], members=members, labels=tuned.labels, provenance=provenance,
-        description=description or tuned.description, overwrite=True)
+    return write_package_version(tuned, folder, version=version, weights=averaged, provenance=provenance,
+                                 description=description or None, overwrite=True)
