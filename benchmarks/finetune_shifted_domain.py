@@ -106,6 +106,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=defaults.LEARNING_RATE)
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER)
     parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO)
+    parser.add_argument("--sample-dice", action="store_true", help="Dice per patch (default: over the batch)")
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="acquisition", help="the shifted domain")
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
@@ -128,16 +129,17 @@ def main() -> None:
     started = time.perf_counter()
     result = finetune(args.model, corrections, replay=args.replay, holdout=0.5, epochs=args.epochs,
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
-                      optimizer=args.optimizer, replay_ratio=args.replay_ratio,
-                      store=store)
+                      optimizer=args.optimizer, replay_ratio=args.replay_ratio, batch_dice=not args.sample_dice,
+                      threads=args.threads, store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store.resolve(args.model), args.original, original)
     original_after = evaluate(store.resolve(new_model), args.original, original)
     print(f"# shift {args.shift}: scanner {SHIFTS[args.shift][0]}, tissue HU {SHIFTS[args.shift][1]}")
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
-          f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, replay {args.replay} "
-          f"x{args.replay_ratio}), {seconds:.0f} s")
+          f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, "
+          f"{'per-patch' if args.sample_dice else 'batch'} Dice, replay {args.replay} x{args.replay_ratio}), "
+          f"{seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
     print("| domain | region | Dice before | Dice after | change |")
     print("|---|---|---|---|---|")

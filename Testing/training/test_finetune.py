@@ -112,6 +112,12 @@ def test_new_version_is_installed_beside_the_old_one(finetuned):
     assert provenance["metrics"]["after"] == result.after and provenance["metrics"]["before"] == result.before
 
 
+def test_members_train_with_the_batch_dice_the_bundled_members_were_trained_with(finetuned):
+    config = json.loads((finetuned["root"] / "work" / "runs" / "fold0" / "config.json").read_text())
+    assert config["loss_options"] == {"batch_dice": True}
+    assert finetuned["store"].resolve("tiny@1.0.1").provenance["settings"]["batch_dice"] is True
+
+
 def test_new_version_segments_through_the_predictor(finetuned):
     predictor = Predictor.from_store("tiny@1.0.1", PredictionOptions(device="cpu"), store=finetuned["store"])
     held_out = finetuned["result"].holdout_ids[0]
@@ -180,9 +186,12 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
 def test_averaging_with_the_parent_at_zero_gives_back_the_parents_weights(tmp_path):
     store = make_store(tmp_path)
     result = finetune("tiny@1.0.0", make_corrections(tmp_path / "corrections"), holdout=0.5, epochs=1, iterations=2,
-                      learning_rate=1e-2, store=store, work_dir=tmp_path / "work", threads=1, average_fraction=0.0)
+                      learning_rate=1e-2, store=store, work_dir=tmp_path / "work", threads=1, average_fraction=0.0,
+                      batch_dice=False)
     parent, new = store.resolve("tiny@1.0.0"), store.resolve(f"tiny@{result.version}")
     assert new.provenance["settings"]["average_fraction"] == 0.0
+    config = json.loads((tmp_path / "work" / "runs" / parent.segmenters[0].name / "config.json").read_text())
+    assert config["loss_options"] == {"batch_dice": False} and new.provenance["settings"]["batch_dice"] is False
     for member in parent.segmenters:
         old, mixed = load_member_weights(parent, member), load_member_weights(new, member.name)
         assert all(torch.equal(old[name], mixed[name]) for name in old)

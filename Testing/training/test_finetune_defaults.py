@@ -19,6 +19,9 @@ def test_the_command_and_the_api_share_the_defaults():
              "replay_ratio": "replay_ratio", "holdout": "holdout", "average_with_parent": "average_fraction"}
     for option, parameter in pairs.items():
         assert getattr(args, option) == api[parameter].default, option
+    assert (not args.sample_dice) is api["batch_dice"].default is defaults.BATCH_DICE
+    with_sample_dice = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "c", "--sample-dice"])
+    assert with_sample_dice.sample_dice
     assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (
         defaults.EPOCHS, defaults.ITERATIONS, defaults.LEARNING_RATE, defaults.OPTIMIZER, defaults.REPLAY_RATIO,
         defaults.HOLDOUT)

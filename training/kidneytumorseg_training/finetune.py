@@ -224,6 +224,7 @@ def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor]
         preprocessed=str(folder), train_ids=ids, epochs=options["epochs"], iterations_per_epoch=options["iterations"],
         batch_size=BATCH_SIZE, patch_size=list(member.patch_size), network={**member.network, "deep_supervision": True},
         optimizer=options["optimizer"], learning_rate=options["learning_rate"], deep_supervision=True,
+        loss_options={"batch_dice": options["batch_dice"]},
         augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
         num_workers=options["workers"], device=options["device"], threads=options["threads"],
         initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
@@ -236,7 +237,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              holdout: float = defaults.HOLDOUT, epochs: int = defaults.EPOCHS, iterations: int = defaults.ITERATIONS,
              learning_rate: float = defaults.LEARNING_RATE, optimizer: str = defaults.OPTIMIZER,
              augmentation: bool = True, version: str | None = None, replay_ratio: float = defaults.REPLAY_RATIO,
-             average_fraction: float = defaults.AVERAGE_FRACTION, store: ModelStore | None = None,
+             average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
+             store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
@@ -245,7 +247,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
 
     ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; R makes 1 / (1 + R)
     of the patches corrections). ``average_fraction`` A: the new weights are ``(1 - A) * parent + A * fine-tuned``
-    (WiSE-FT, :mod:`kidneytumorseg_training.weight_averaging`), 1 for the fine-tuned weights alone. ``work_dir``
+    (WiSE-FT, :mod:`kidneytumorseg_training.weight_averaging`), 1 for the fine-tuned weights alone. ``batch_dice``:
+    the Dice term over the whole batch (as the bundled members were trained), else per patch. ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
@@ -278,7 +281,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
 
     options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
-               "replay_ratio": replay_ratio, "average_fraction": average_fraction,
+               "replay_ratio": replay_ratio, "average_fraction": average_fraction, "batch_dice": bool(batch_dice),
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it

@@ -13,6 +13,9 @@ EPOCHS = 20
 ITERATIONS = 20  # training steps per epoch
 LEARNING_RATE = 3e-4
 OPTIMIZER = "adam"
+# Dice over the whole batch (nnU-Net's 3d_fullres setting), as every bundled member was trained: a fine-tune with
+# another loss than the parent's moves the weights away from what the parent learned.
+BATCH_DICE = True
 REPLAY_RATIO = 4.0  # replayed cases per corrected training case: a fifth of the patches are corrections
 HOLDOUT = 0.3  # fraction of the corrections held out to compare the old and new versions
 # Share of the fine-tuned weights in the new version: (1 - A) * parent + A * fine-tuned (WiSE-FT, weight_averaging.py);

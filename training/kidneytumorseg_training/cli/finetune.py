@@ -73,6 +73,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     schedule.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER,
                           help="adam (default; SGD at 1e-3 for a short schedule barely moves the weights, see "
                                "docs/training.md); sgd: Nesterov + poly decay")
+    schedule.add_argument("--sample-dice", action="store_true",
+                          help="Dice term per patch (default: over the whole batch, as the bundled members were "
+                               "trained; fine-tune with the loss the parent was trained with)")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
     schedule.add_argument("--average-with-parent", type=float, default=defaults.AVERAGE_FRACTION, metavar="A",
                           help=f"share of the fine-tuned weights in the new version: (1 - A) x parent + A x "
@@ -166,7 +169,7 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
         args.model, args.corrections, replay=args.replay, holdout=args.holdout, epochs=args.epochs,
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
         augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio,
-        average_fraction=args.average_with_parent, store=store,
+        average_fraction=args.average_with_parent, batch_dice=not args.sample_dice, store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
         progress=progress)
 
