@@ -240,3 +240,13 @@ def test_a_default_run_records_the_precision_it_trained_in(folder, tmp_path):
     train(_config(folder, epochs=1), tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["precision"]
     assert recorded == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+def test_each_epochs_log_line_shows_validation_or_says_there_is_none(folder, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="kidneytumorseg_training"):
+        train(_config(folder, epochs=1, iterations_per_epoch=1, val_iterations=1), tmp_path / "validated")
+        train(_config(folder, epochs=1, iterations_per_epoch=1, val_ids=[]), tmp_path / "unvalidated")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/1")]
+    assert len(lines) == 2, lines
+    assert "val loss" in lines[0] and "val Dice {'kidney'" in lines[0] and "nan" not in lines[0], lines[0]
+    assert "no validation cases" in lines[1] and "nan" not in lines[1], lines[1]

@@ -308,10 +308,12 @@ class Trainer:
             self.history.append(entry)
             self._save(epoch + 1, val_dice)
             level = logging.INFO if self.context.is_main else logging.DEBUG
-            LOGGER.log(level, "epoch %d/%d  train loss %.4f  val loss %.4f  val Dice %s  lr %.2e  %.0f s  "
-                   "data wait %.0f%%", epoch + 1, config.epochs, entry["train_loss"], val_loss,
-                   {k: (None if v is None else round(v, 3)) for k, v in val_dice.items()}, lr,
-                   entry["seconds"], 100 * entry["data_wait_fraction"])
+            validation = (f"val loss {val_loss:.4f}  val Dice "
+                          f"{ {k: (None if v is None else round(v, 3)) for k, v in val_dice.items()} }"
+                          if math.isfinite(val_loss) else "no validation cases")
+            LOGGER.log(level, "epoch %d/%d  train loss %.4f  %s  lr %.2e  %.0f s  data wait %.0f%%", epoch + 1,
+                       config.epochs, entry["train_loss"], validation, lr, entry["seconds"],
+                       100 * entry["data_wait_fraction"])
         if self.context.active:
             if not self.context.parameters_agree(self.model):
                 raise KidneyTumorSegError("The DDP ranks ended with different parameters; check that every rank "
