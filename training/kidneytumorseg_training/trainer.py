@@ -310,7 +310,7 @@ class Trainer:
             level = logging.INFO if self.context.is_main else logging.DEBUG
             validation = (f"val loss {val_loss:.4f}  val Dice "
                           f"{ {k: (None if v is None else round(v, 3)) for k, v in val_dice.items()} }"
-                          if math.isfinite(val_loss) else "no validation cases")
+                          if self.val_data is not None else "no validation cases")
             LOGGER.log(level, "epoch %d/%d  train loss %.4f  %s  lr %.2e  %.0f s  data wait %.0f%%", epoch + 1,
                        config.epochs, entry["train_loss"], validation, lr, entry["seconds"],
                        100 * entry["data_wait_fraction"])
