@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["sgd", "adam"], default=defaults.OPTIMIZER)
     parser.add_argument("--replay-ratio", type=float, default=defaults.REPLAY_RATIO)
     parser.add_argument("--sample-dice", action="store_true", help="Dice per patch (default: over the batch)")
+    parser.add_argument("--hard-case-class", type=int, choices=(1, 2, 3), default=defaults.HARD_CASE_CLASS,
+                        help="oversample patches centred on this label (3 = cyst, the bundled members' recipe)")
+    parser.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION)
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="acquisition", help="the shifted domain")
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
@@ -130,6 +133,7 @@ def main() -> None:
     result = finetune(args.model, corrections, replay=args.replay, holdout=0.5, epochs=args.epochs,
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
                       optimizer=args.optimizer, replay_ratio=args.replay_ratio, batch_dice=not args.sample_dice,
+                      hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
                       threads=args.threads, store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
@@ -138,7 +142,8 @@ def main() -> None:
     print(f"# shift {args.shift}: scanner {SHIFTS[args.shift][0]}, tissue HU {SHIFTS[args.shift][1]}")
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, "
-          f"{'per-patch' if args.sample_dice else 'batch'} Dice, replay {args.replay} x{args.replay_ratio}), "
+          f"{'per-patch' if args.sample_dice else 'batch'} Dice, replay {args.replay} x{args.replay_ratio}, "
+          f"hard-case class {args.hard_case_class} at {args.hard_case_fraction:g}), "
           f"{seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
     print("| domain | region | Dice before | Dice after | change |")

@@ -16,12 +16,17 @@ def test_the_command_and_the_api_share_the_defaults():
     args = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "corrections"])
     api = inspect.signature(finetune).parameters
     pairs = {"epochs": "epochs", "iterations": "iterations", "lr": "learning_rate", "optimizer": "optimizer",
-             "replay_ratio": "replay_ratio", "holdout": "holdout", "average_with_parent": "average_fraction"}
+             "replay_ratio": "replay_ratio", "holdout": "holdout", "average_with_parent": "average_fraction",
+             "hard_case_class": "hard_case_class", "hard_case_fraction": "hard_case_fraction"}
     for option, parameter in pairs.items():
         assert getattr(args, option) == api[parameter].default, option
     assert (not args.sample_dice) is api["batch_dice"].default is defaults.BATCH_DICE
     with_sample_dice = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "c", "--sample-dice"])
     assert with_sample_dice.sample_dice
+    assert (args.hard_case_class, args.hard_case_fraction) == (defaults.HARD_CASE_CLASS, defaults.HARD_CASE_FRACTION)
+    cysts = parser.parse_args(["finetune", "--model", "kits-demo", "--corrections", "c", "--hard-case-class", "3",
+                               "--hard-case-fraction", "0.33"])
+    assert (cysts.hard_case_class, cysts.hard_case_fraction) == (3, 0.33)
     assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (
         defaults.EPOCHS, defaults.ITERATIONS, defaults.LEARNING_RATE, defaults.OPTIMIZER, defaults.REPLAY_RATIO,
         defaults.HOLDOUT)

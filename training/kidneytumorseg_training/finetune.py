@@ -152,7 +152,7 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
 
 
 def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
-                    replay_ratio: float) -> None:
+                    replay_ratio: float, hard_case_class: int | None = None, hard_case_fraction: float = 0.0) -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
@@ -165,6 +165,13 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
     if type(replay_ratio) not in (int, float) or not replay_ratio > 0:
         problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; "
                         f"{defaults.REPLAY_RATIO:g} is the default")
+    if hard_case_class is not None and hard_case_class not in (1, 2, 3):
+        problems.append(f"hard_case_class must be a KiTS label 1, 2 or 3 (3 = cyst), got {hard_case_class!r}")
+    if type(hard_case_fraction) not in (int, float) or not 0.0 <= hard_case_fraction <= 1.0:
+        problems.append(f"hard_case_fraction must be a fraction between 0 and 1, got {hard_case_fraction!r}")
+    elif hard_case_fraction and hard_case_class is None:
+        problems.append("hard_case_fraction is set but hard_case_class is not; name the class to oversample "
+                        "(3 = cyst, as the bundled members were trained)")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
@@ -225,6 +232,7 @@ def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor]
         batch_size=BATCH_SIZE, patch_size=list(member.patch_size), network={**member.network, "deep_supervision": True},
         optimizer=options["optimizer"], learning_rate=options["learning_rate"], deep_supervision=True,
         loss_options={"batch_dice": options["batch_dice"]},
+        hard_case_class=options["hard_case_class"], hard_case_fraction=options["hard_case_fraction"],
         augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
         num_workers=options["workers"], device=options["device"], threads=options["threads"],
         initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
@@ -238,7 +246,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              learning_rate: float = defaults.LEARNING_RATE, optimizer: str = defaults.OPTIMIZER,
              augmentation: bool = True, version: str | None = None, replay_ratio: float = defaults.REPLAY_RATIO,
              average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
-             store: ModelStore | None = None,
+             hard_case_class: int | None = defaults.HARD_CASE_CLASS,
+             hard_case_fraction: float = defaults.HARD_CASE_FRACTION, store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
@@ -248,12 +257,15 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     ``replay_ratio``: replayed cases per corrected training case (a seeded subset of ``replay``; R makes 1 / (1 + R)
     of the patches corrections). ``average_fraction`` A: the new weights are ``(1 - A) * parent + A * fine-tuned``
     (WiSE-FT, :mod:`kidneytumorseg_training.weight_averaging`), 1 for the fine-tuned weights alone. ``batch_dice``:
-    the Dice term over the whole batch (as the bundled members were trained), else per patch. ``work_dir``
+    the Dice term over the whole batch (as the bundled members were trained), else per patch. ``hard_case_class`` c
+    and ``hard_case_fraction`` f: that share of the patches is centred on label c (the parent's sampling; the bundled
+    members oversampled cysts, 3, at 0.33). ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
-    _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio)
+    _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio, hard_case_class,
+                    hard_case_fraction)
     try:
         average_fraction = check_fraction(average_fraction)
     except KidneyTumorSegError as error:
@@ -282,6 +294,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
                "replay_ratio": replay_ratio, "average_fraction": average_fraction, "batch_dice": bool(batch_dice),
+               "hard_case_class": hard_case_class, "hard_case_fraction": float(hard_case_fraction),
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it

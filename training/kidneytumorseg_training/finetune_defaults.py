@@ -19,6 +19,10 @@ OPTIMIZER = "adam"
 # optimises the loss its parent was trained with. The stop-26 runs (docs/training.md) did not show that this alone
 # stops the forgetting on a trained model.
 BATCH_DICE = True
+# Patch sampling: with HARD_CASE_CLASS c and HARD_CASE_FRACTION f, a share f of the patches is centred on label c
+# (sampling.py). None / 0.0: foreground oversampling only.
+HARD_CASE_CLASS: int | None = None
+HARD_CASE_FRACTION = 0.0
 REPLAY_RATIO = 4.0  # replayed cases per corrected training case: a fifth of the patches are corrections
 HOLDOUT = 0.3  # fraction of the corrections held out to compare the old and new versions
 # Share of the fine-tuned weights in the new version: (1 - A) * parent + A * fine-tuned (WiSE-FT, weight_averaging.py);

@@ -76,6 +76,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     schedule.add_argument("--sample-dice", action="store_true",
                           help="Dice term per patch (default: over the whole batch, as the bundled members were "
                                "trained; fine-tune with the loss the parent was trained with)")
+    schedule.add_argument("--hard-case-class", type=int, choices=(1, 2, 3), default=defaults.HARD_CASE_CLASS,
+                          metavar="LABEL", help="oversample patches centred on this label (3 = cyst, as the bundled "
+                                                "members were trained; with --hard-case-fraction)")
+    schedule.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION, metavar="F",
+                          help=f"share of the patches centred on --hard-case-class (default "
+                               f"{defaults.HARD_CASE_FRACTION:g}; the bundled members used 0.33)")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
     schedule.add_argument("--average-with-parent", type=float, default=defaults.AVERAGE_FRACTION, metavar="A",
                           help=f"share of the fine-tuned weights in the new version: (1 - A) x parent + A x "
@@ -169,7 +175,8 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
         args.model, args.corrections, replay=args.replay, holdout=args.holdout, epochs=args.epochs,
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
         augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio,
-        average_fraction=args.average_with_parent, batch_dice=not args.sample_dice, store=store,
+        average_fraction=args.average_with_parent, batch_dice=not args.sample_dice,
+        hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction, store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
         progress=progress)
 
