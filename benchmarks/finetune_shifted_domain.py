@@ -2,17 +2,19 @@
 
     .venv/bin/python benchmarks/finetune_shifted_domain.py --masks ../shared/data/kits23-masks \\
         --original work_data/synthetic_1.5x1.5x3 --replay work_data/pre_3x2x2 --model kits-demo@1.0.0 \\
-        [--shift acquisition|hyperenhancing-tumor] [--shifted-cases 10] [--original-cases 10] [--epochs 20] \\
+        [--shift acquisition|hyperenhancing-tumor|none] [--shifted-cases 10] [--original-cases 10] [--epochs 20] \\
         [--iterations 20] [--threads 2]
 
 1. Shifted domain: synthetic CT from real KiTS23 masks of held-out cases (id % 5 == 2, never used in
-   training), made with one of two shifts (``--shift``):
+   training), made with one of two shifts, or none (``--shift``):
    - ``acquisition`` (the default): an acquisition outside the training range: noise 55 HU (training: 6..28),
      a smoother reconstruction kernel, thicker slice profile and a +20 HU calibration offset;
    - ``hyperenhancing-tumor``: the tumor's mean HU drawn from 260..340, above the kidney cortex's range in every
      phase (at most 250), as a hypervascular tumor in an arterial phase looks; training draws the tumor's mean
      from 20..180 by phase, mostly below the cortex. The intensity augmentation (brightness, contrast, gamma)
-     changes the whole patch and keeps the order of tissues, so it cannot make this domain.
+     changes the whole patch and keeps the order of tissues, so it cannot make this domain;
+   - ``none``: the control, no shift: corrections from the training domain itself. What the original domain
+     loses here is what fine-tuning costs by itself, whatever the new domain asks of the network.
 2. These cases are exported as a corrections folder (what "Export correction" writes: the image, the
    corrected label map and correction.json). `finetune` holds out half of them, fine-tunes every member of
    the model on the rest (mixed with replayed original training data so it does not forget), and measures
@@ -49,6 +51,7 @@ SHIFT = {"noise_hu": 55.0, "in_plane_blur": 1.2, "slice_profile": 0.9, "calibrat
 SHIFTS: dict[str, tuple[dict[str, float], dict[str, tuple[float, float]]]] = {
     "acquisition": (SHIFT, {}),
     "hyperenhancing-tumor": ({}, {"tumor": (260.0, 340.0)}),
+    "none": ({}, {}),
 }
 REGIONS = ("kidney_and_mass", "mass", "tumor")
 
