@@ -119,6 +119,7 @@ def test_members_train_with_the_batch_dice_the_bundled_members_were_trained_with
     assert settings["batch_dice"] is True
     assert (config["hard_case_class"], config["hard_case_fraction"]) == (None, 0.0)  # the defaults: no hard cases
     assert (settings["hard_case_class"], settings["hard_case_fraction"]) == (None, 0.0)
+    assert config["anchor_strength"] == settings["anchor_strength"] == 0.0  # no L2-SP by default
 
 
 def test_new_version_segments_through_the_predictor(finetuned):
@@ -187,8 +188,10 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
         finetune("tiny@1.0.0", tmp_path, hard_case_fraction=0.33, store=make_store(tmp_path / "h"),
                  work_dir=tmp_path / "w")
     with pytest.raises(FinetuneError, match="hard_case_class must be a KiTS label 1, 2 or 3.*got 4.*"
-                                            "hard_case_fraction must be a fraction between 0 and 1, got 1.5"):
-        finetune("tiny@1.0.0", tmp_path, hard_case_class=4, hard_case_fraction=1.5, store=make_store(tmp_path / "k"),
+                                            "hard_case_fraction must be a fraction between 0 and 1, got 1.5.*"
+                                            "anchor_strength must be a number >= 0"):
+        finetune("tiny@1.0.0", tmp_path, hard_case_class=4, hard_case_fraction=1.5, anchor_strength=-1.0,
+                 store=make_store(tmp_path / "k"),
                  work_dir=tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
@@ -197,7 +200,8 @@ def test_averaging_with_the_parent_at_zero_gives_back_the_parents_weights(tmp_pa
     store = make_store(tmp_path)
     result = finetune("tiny@1.0.0", make_corrections(tmp_path / "corrections"), holdout=0.5, epochs=1, iterations=2,
                       learning_rate=1e-2, store=store, work_dir=tmp_path / "work", threads=1, average_fraction=0.0,
-                      batch_dice=False, hard_case_class=2, hard_case_fraction=0.5)
+                      batch_dice=False, hard_case_class=2, hard_case_fraction=0.5,
+                      anchor_strength=0.5)
     parent, new = store.resolve("tiny@1.0.0"), store.resolve(f"tiny@{result.version}")
     assert new.provenance["settings"]["average_fraction"] == 0.0
     config = json.loads((tmp_path / "work" / "runs" / parent.segmenters[0].name / "config.json").read_text())
@@ -205,6 +209,7 @@ def test_averaging_with_the_parent_at_zero_gives_back_the_parents_weights(tmp_pa
     # the parent's sampling, as asked: half the patches centred on tumor (label 2), in the run and the provenance
     assert (config["hard_case_class"], config["hard_case_fraction"]) == (2, 0.5)
     assert (new.provenance["settings"]["hard_case_class"], new.provenance["settings"]["hard_case_fraction"]) == (2, 0.5)
+    assert config["anchor_strength"] == new.provenance["settings"]["anchor_strength"] == 0.5
     for member in parent.segmenters:
         old, mixed = load_member_weights(parent, member), load_member_weights(new, member.name)
         assert all(torch.equal(old[name], mixed[name]) for name in old)

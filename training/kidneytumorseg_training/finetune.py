@@ -57,6 +57,7 @@ from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
 from kidneytumorseg_training.validation import validate_cases, write_validation_report
+from kidneytumorseg_training.weight_anchor import check_strength
 from kidneytumorseg_training.weight_averaging import average_weights, check_fraction
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,8 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
 
 
 def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
-                    replay_ratio: float, hard_case_class: int | None = None, hard_case_fraction: float = 0.0) -> None:
+                    replay_ratio: float, hard_case_class: int | None = None, hard_case_fraction: float = 0.0,
+                    anchor_strength: float = 0.0) -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
@@ -172,6 +174,10 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
     elif hard_case_fraction and hard_case_class is None:
         problems.append("hard_case_fraction is set but hard_case_class is not; name the class to oversample "
                         "(3 = cyst, as the bundled members were trained)")
+    try:
+        check_strength(anchor_strength)
+    except ValueError:
+        problems.append(f"anchor_strength must be a number >= 0 (0 = off), got {anchor_strength!r}")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
@@ -233,6 +239,7 @@ def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor]
         optimizer=options["optimizer"], learning_rate=options["learning_rate"], deep_supervision=True,
         loss_options={"batch_dice": options["batch_dice"]},
         hard_case_class=options["hard_case_class"], hard_case_fraction=options["hard_case_fraction"],
+        anchor_strength=options["anchor_strength"],
         augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
         num_workers=options["workers"], device=options["device"], threads=options["threads"],
         initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
@@ -247,7 +254,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              augmentation: bool = True, version: str | None = None, replay_ratio: float = defaults.REPLAY_RATIO,
              average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
              hard_case_class: int | None = defaults.HARD_CASE_CLASS,
-             hard_case_fraction: float = defaults.HARD_CASE_FRACTION, store: ModelStore | None = None,
+             hard_case_fraction: float = defaults.HARD_CASE_FRACTION,
+             anchor_strength: float = defaults.ANCHOR_STRENGTH, store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
@@ -259,13 +267,14 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     (WiSE-FT, :mod:`kidneytumorseg_training.weight_averaging`), 1 for the fine-tuned weights alone. ``batch_dice``:
     the Dice term over the whole batch (as the bundled members were trained), else per patch. ``hard_case_class`` c
     and ``hard_case_fraction`` f: that share of the patches is centred on label c (the parent's sampling; the bundled
-    members oversampled cysts, 3, at 0.33). ``work_dir``
+    members oversampled cysts, 3, at 0.33). ``anchor_strength`` s > 0: L2-SP, a pull of ``s * (w - w_parent)`` on
+    every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio, hard_case_class,
-                    hard_case_fraction)
+                    hard_case_fraction, anchor_strength)
     try:
         average_fraction = check_fraction(average_fraction)
     except KidneyTumorSegError as error:
@@ -295,6 +304,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
                "replay_ratio": replay_ratio, "average_fraction": average_fraction, "batch_dice": bool(batch_dice),
                "hard_case_class": hard_case_class, "hard_case_fraction": float(hard_case_fraction),
+               "anchor_strength": float(anchor_strength),
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it

@@ -23,6 +23,9 @@ BATCH_DICE = True
 # (sampling.py). None / 0.0: foreground oversampling only.
 HARD_CASE_CLASS: int | None = None
 HARD_CASE_FRACTION = 0.0
+# L2-SP (weight_anchor.py): each step pulls the weights back toward the parent's by ANCHOR_STRENGTH * (w - w_parent);
+# 0.0 = off.
+ANCHOR_STRENGTH = 0.0
 REPLAY_RATIO = 4.0  # replayed cases per corrected training case: a fifth of the patches are corrections
 HOLDOUT = 0.3  # fraction of the corrections held out to compare the old and new versions
 # Share of the fine-tuned weights in the new version: (1 - A) * parent + A * fine-tuned (WiSE-FT, weight_averaging.py);

@@ -37,6 +37,7 @@ from kidneytumorseg_training.member_patches import member_network, member_patch_
 from kidneytumorseg_training.planning import load_plans
 from kidneytumorseg_training.sampling import BatchIndices
 from kidneytumorseg_training.training_config import TrainingConfig
+from kidneytumorseg_training.weight_anchor import WeightAnchor
 
 LOGGER = logging.getLogger(__name__)
 LATEST, BEST = "checkpoint_latest", "checkpoint_best"
@@ -165,6 +166,8 @@ class Trainer:
         self.classes = int(self.network_config["num_classes"])
         if config.initial_weights:
             load_initial_weights(self.model, config.initial_weights, partial=config.initial_weights_partial)
+        # L2-SP: the anchor is the starting weights, taken before a resume loads later ones
+        self.anchor = WeightAnchor(self.model, config.anchor_strength) if config.anchor_strength else None
         self.optimizer = _make_optimizer(config, self.model.parameters())
         self.plateau = Plateau(config.lr, config.plateau_patience, config.plateau_factor)
         self.history: list[dict[str, Any]] = []
@@ -240,6 +243,8 @@ class Trainer:
                                       f"rate or use --precision fp32, then resume from the last checkpoint.")
         self.grad_scaler.scale(loss).backward()
         self.grad_scaler.unscale_(self.optimizer)
+        if self.anchor is not None:
+            self.anchor.pull(self.model)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.gradient_clip)
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()

@@ -59,6 +59,8 @@ class TrainingConfig:
     # True: load only the tensors of initial_weights whose name and shape match (warm start of a network with other
     # output classes, e.g. a refiner from its stage-1 segmenter); False: every tensor must match
     initial_weights_partial: bool = False
+    # L2-SP (weight_anchor.py): strength of the pull back toward initial_weights, 0 = off (fine-tuning)
+    anchor_strength: float = 0.0
     name: str = "run"
     progress: bool = True
     # Members other than plain 3D segmenters (docs/cascades.md). All off by default, so a config.json written
@@ -110,6 +112,12 @@ class TrainingConfig:
             raise ValueError(f"hard_case_fraction must be in [0, 1], got {self.hard_case_fraction}.")
         if self.hard_case_fraction and self.hard_case_class is None:
             raise ValueError("hard_case_fraction is set but hard_case_class is not; name the class to oversample.")
+        from kidneytumorseg_training.weight_anchor import check_strength
+
+        self.anchor_strength = check_strength(self.anchor_strength)
+        if self.anchor_strength and not self.initial_weights:
+            raise ValueError("anchor_strength pulls the weights toward initial_weights, but initial_weights is not "
+                             "set; give the starting weights or set anchor_strength to 0.")
         decay = self.deep_supervision_decay
         if decay is not None:
             if not isinstance(decay, dict) or set(decay) != set(DEEP_SUPERVISION_DECAY_KEYS):

@@ -82,6 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     schedule.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION, metavar="F",
                           help=f"share of the patches centred on --hard-case-class (default "
                                f"{defaults.HARD_CASE_FRACTION:g}; the bundled members used 0.33)")
+    schedule.add_argument("--anchor-strength", type=float, default=defaults.ANCHOR_STRENGTH, metavar="S",
+                          help=f"L2-SP: pull every weight back toward the parent's by S x (w - w_parent) each step, "
+                               f"so the network forgets less (default {defaults.ANCHOR_STRENGTH:g} = off)")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
     schedule.add_argument("--average-with-parent", type=float, default=defaults.AVERAGE_FRACTION, metavar="A",
                           help=f"share of the fine-tuned weights in the new version: (1 - A) x parent + A x "
@@ -176,7 +179,8 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
         iterations=args.iterations, learning_rate=args.lr, optimizer=args.optimizer,
         augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio,
         average_fraction=args.average_with_parent, batch_dice=not args.sample_dice,
-        hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction, store=store,
+        hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
+        anchor_strength=args.anchor_strength, store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
         progress=progress)
 
