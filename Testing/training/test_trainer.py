@@ -186,7 +186,7 @@ def test_a_run_saved_before_the_member_settings_existed_still_resumes(folder, tm
     path = tmp_path / "run" / "config.json"
     data = json.loads(path.read_text())
     newer = ["label_map", "context_slices", "stage_input", "stage_perturbation", "median_filter", "hard_case_class",
-             "hard_case_fraction", "deep_supervision_decay"]
+             "hard_case_fraction", "deep_supervision_decay", "anchor_strength"]
     assert set(newer) <= {f.name for f in fields(TrainingConfig)}
     path.write_text(json.dumps({key: value for key, value in data.items() if key not in newer}))
     assert train_cli(["train", "--resume", str(tmp_path / "run")]) == 0
