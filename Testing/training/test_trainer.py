@@ -165,11 +165,17 @@ def test_cli_batch_dice_and_cyst_oversampling_reach_the_run(folder, tmp_path):
     config = TrainingConfig.load(run_dir)
     assert config.loss_options == {"batch_dice": True}
     assert (config.hard_case_class, config.hard_case_fraction) == (3, 0.5)
+    tuned = tmp_path / "tuned"
+    assert train_cli(["train", str(folder), "-o", str(tuned), "--train-cases", ",".join(TRAIN_IDS), "--epochs", "1",
+                      "--iterations", "1", "--workers", "0", "--device", "cpu", "--threads", "1",
+                      "--initial-weights", str(run_dir / "checkpoint_latest"), "--anchor-strength", "0.05"]) == 0
+    assert TrainingConfig.load(tuned).anchor_strength == 0.05
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--batch-dice", "--loss", "exp_log"], "dice_ce only"),
     (["--hard-case-fraction", "0.3"], "needs --hard-case-class"),
+    (["--anchor-strength", "0.1"], "--anchor-strength pulls the weights toward --initial-weights"),
 ])
 def test_cli_refuses_sampling_and_loss_options_that_do_not_go_together(folder, tmp_path, capsys, extra, message):
     status = train_cli(["train", str(folder), "-o", str(tmp_path / "run"), "--train-cases", ",".join(TRAIN_IDS),

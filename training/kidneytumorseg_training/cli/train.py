@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     model.add_argument("--no-deep-supervision", action="store_true")
     model.add_argument("--no-augmentation", action="store_true")
     model.add_argument("--initial-weights", type=Path, help=".safetensors or checkpoint folder to start from")
+    model.add_argument("--anchor-strength", type=float, default=0.0, metavar="S",
+                       help="L2-SP: pull the weights toward --initial-weights by S x (w - w_initial) each step "
+                            "(fine-tuning; default 0 = off)")
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument("--hard-case-class", type=int, choices=[1, 2, 3],
                           help="oversample patches centred on this label (3: cyst, small and rare in KiTS)")
@@ -127,6 +130,8 @@ def run_command(args: argparse.Namespace) -> int:
             raise KidneyTumorSegError(f"--batch-dice applies to --loss dice_ce only, not {args.loss}; drop one.")
         if args.hard_case_fraction and args.hard_case_class is None:
             raise KidneyTumorSegError("--hard-case-fraction needs --hard-case-class (the label, 3: cyst).")
+        if args.anchor_strength and args.initial_weights is None:
+            raise KidneyTumorSegError("--anchor-strength pulls the weights toward --initial-weights; give those too.")
         plans = load_plans(args.preprocessed)
         train_ids, val_ids = _split(args)
         config = TrainingConfig(
@@ -138,7 +143,8 @@ def run_command(args: argparse.Namespace) -> int:
             deep_supervision=not args.no_deep_supervision,
             augmentation={"enabled": False} if args.no_augmentation else None, seed=args.seed,
             num_workers=args.workers, device=args.device, precision=args.precision, threads=args.threads,
-            initial_weights=str(args.initial_weights) if args.initial_weights else None, name=args.output.name)
+            initial_weights=str(args.initial_weights) if args.initial_weights else None,
+            anchor_strength=args.anchor_strength, name=args.output.name)
         run_dir = args.output
     result = train(config, run_dir, stop_after=args.stop_after)
     is_main = os.environ.get("RANK", "0") == "0"
