@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="fine-tuning seed: the held-out half of the corrections, the replayed cases, the patches")
     args = parser.parse_args()
     if args.work is None:
         suffix = "" if args.shift == "acquisition" else f"_{args.shift}"
@@ -139,7 +141,7 @@ def main() -> None:
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
                       optimizer=args.optimizer, replay_ratio=args.replay_ratio, batch_dice=not args.sample_dice,
                       hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
-                      anchor_strength=args.anchor_strength, threads=args.threads, store=store)
+                      anchor_strength=args.anchor_strength, seed=args.seed, threads=args.threads, store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store.resolve(args.model), args.original, original)
@@ -149,7 +151,7 @@ def main() -> None:
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, "
           f"{'per-patch' if args.sample_dice else 'batch'} Dice, replay {args.replay} x{args.replay_ratio}, "
           f"hard-case class {args.hard_case_class} at {args.hard_case_fraction:g}, "
-          f"anchor {args.anchor_strength:g}), "
+          f"anchor {args.anchor_strength:g}, seed {args.seed}), "
           f"{seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
     print("| domain | region | Dice before | Dice after | change |")

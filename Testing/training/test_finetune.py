@@ -117,8 +117,9 @@ def test_members_train_with_the_batch_dice_the_bundled_members_were_trained_with
     assert config["loss_options"] == {"batch_dice": True}
     settings = finetuned["store"].resolve("tiny@1.0.1").provenance["settings"]
     assert settings["batch_dice"] is True
-    assert (config["hard_case_class"], config["hard_case_fraction"]) == (None, 0.0)  # the defaults: no hard cases
-    assert (settings["hard_case_class"], settings["hard_case_fraction"]) == (None, 0.0)
+    # the defaults: a third of the patches on a cyst, as the bundled members were trained
+    assert (config["hard_case_class"], config["hard_case_fraction"]) == (3, 0.33)
+    assert (settings["hard_case_class"], settings["hard_case_fraction"]) == (3, 0.33)
     assert config["anchor_strength"] == settings["anchor_strength"] == 0.0  # no L2-SP by default
 
 
@@ -185,8 +186,8 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
         finetune("tiny@1.0.0", tmp_path, average_fraction=1.5, store=make_store(tmp_path / "s"),
                  work_dir=tmp_path / "w")
     with pytest.raises(FinetuneError, match="hard_case_fraction is set but hard_case_class is not.*3 = cyst"):
-        finetune("tiny@1.0.0", tmp_path, hard_case_fraction=0.33, store=make_store(tmp_path / "h"),
-                 work_dir=tmp_path / "w")
+        finetune("tiny@1.0.0", tmp_path, hard_case_class=None, hard_case_fraction=0.33,
+                 store=make_store(tmp_path / "h"), work_dir=tmp_path / "w")
     with pytest.raises(FinetuneError, match="hard_case_class must be a KiTS label 1, 2 or 3.*got 4.*"
                                             "hard_case_fraction must be a fraction between 0 and 1, got 1.5.*"
                                             "anchor_strength must be a number >= 0"):

@@ -77,11 +77,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                           help="Dice term per patch (default: over the whole batch, as the bundled members were "
                                "trained; fine-tune with the loss the parent was trained with)")
     schedule.add_argument("--hard-case-class", type=int, choices=(1, 2, 3), default=defaults.HARD_CASE_CLASS,
-                          metavar="LABEL", help="oversample patches centred on this label (3 = cyst, as the bundled "
-                                                "members were trained; with --hard-case-fraction)")
+                          metavar="LABEL", help=f"oversample patches centred on this label (default "
+                                                 f"{defaults.HARD_CASE_CLASS}: cyst, as the bundled members were "
+                                                 f"trained; with --hard-case-fraction)")
     schedule.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION, metavar="F",
                           help=f"share of the patches centred on --hard-case-class (default "
-                               f"{defaults.HARD_CASE_FRACTION:g}; the bundled members used 0.33)")
+                               f"{defaults.HARD_CASE_FRACTION:g}, as the bundled members were trained; 0 for a "
+                               f"package trained without hard cases)")
     schedule.add_argument("--anchor-strength", type=float, default=defaults.ANCHOR_STRENGTH, metavar="S",
                           help=f"L2-SP: pull every weight back toward the parent's by S x (w - w_parent) each step, "
                                f"so the network forgets less (default {defaults.ANCHOR_STRENGTH:g} = off)")
