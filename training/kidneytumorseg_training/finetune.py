@@ -55,7 +55,7 @@ from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, valida
 from kidneytumorseg_training.preprocessing import preprocess_dataset
 from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
-from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig
+from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig, hard_case_problems
 from kidneytumorseg_training.validation import validate_cases, write_validation_report
 from kidneytumorseg_training.weight_anchor import check_strength
 from kidneytumorseg_training.weight_averaging import average_weights, check_fraction
@@ -167,13 +167,7 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
     if type(replay_ratio) not in (int, float) or not replay_ratio > 0:
         problems.append(f"replay_ratio must be a positive number, got {replay_ratio!r}; "
                         f"{defaults.REPLAY_RATIO:g} is the default")
-    if hard_case_class is not None and hard_case_class not in (1, 2, 3):
-        problems.append(f"hard_case_class must be a KiTS label 1, 2 or 3 (3 = cyst), got {hard_case_class!r}")
-    if type(hard_case_fraction) not in (int, float) or not 0.0 <= hard_case_fraction <= 1.0:
-        problems.append(f"hard_case_fraction must be a fraction between 0 and 1, got {hard_case_fraction!r}")
-    elif hard_case_fraction and hard_case_class is None:
-        problems.append("hard_case_fraction is set but hard_case_class is not; name the class to oversample "
-                        "(3 = cyst, as the bundled members were trained)")
+    problems += hard_case_problems(hard_case_class, hard_case_fraction)
     try:
         check_strength(anchor_strength)
     except ValueError:

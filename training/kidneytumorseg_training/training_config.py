@@ -21,6 +21,20 @@ RESUMABLE_CHANGES: frozenset[str] = frozenset({"num_workers", "device", "threads
 DEEP_SUPERVISION_DECAY_KEYS: tuple[str, ...] = ("initial", "factor", "every_epochs")
 
 
+def hard_case_problems(hard_case_class: int | None, hard_case_fraction: float) -> list[str]:
+    """What is wrong with a hard-case sampling setting (sampling.py), one message per problem; [] if nothing."""
+    problems = []
+    if hard_case_class is not None and hard_case_class not in (1, 2, 3):
+        problems.append(f"hard_case_class must be a KiTS label 1, 2 or 3 (3 = cyst), got {hard_case_class!r}")
+    if isinstance(hard_case_fraction, bool) or not isinstance(hard_case_fraction, (int, float)) \
+            or not 0.0 <= hard_case_fraction <= 1.0:
+        problems.append(f"hard_case_fraction must be a fraction between 0 and 1, got {hard_case_fraction!r}")
+    elif hard_case_fraction and hard_case_class is None:
+        problems.append("hard_case_fraction is set but hard_case_class is not; name the class to oversample "
+                        "(3 = cyst, as the bundled members were trained)")
+    return problems
+
+
 @dataclass
 class TrainingConfig:
     """A training run. Defaults follow nnU-Net (SGD, Nesterov 0.99, lr 0.01, poly 0.9, Dice+CE with deep
@@ -105,13 +119,9 @@ class TrainingConfig:
 
             self.stage_perturbation = StagePerturbation.from_dict(self.stage_perturbation).to_dict()
         self.median_filter = check_median_size(self.median_filter)
-        if self.hard_case_class is not None and self.hard_case_class not in (1, 2, 3):
-            raise ValueError(f"hard_case_class must be a KiTS label 1, 2 or 3 (3 = cyst), "
-                             f"got {self.hard_case_class!r}.")
-        if not 0.0 <= float(self.hard_case_fraction) <= 1.0:
-            raise ValueError(f"hard_case_fraction must be in [0, 1], got {self.hard_case_fraction}.")
-        if self.hard_case_fraction and self.hard_case_class is None:
-            raise ValueError("hard_case_fraction is set but hard_case_class is not; name the class to oversample.")
+        problems = hard_case_problems(self.hard_case_class, self.hard_case_fraction)
+        if problems:
+            raise ValueError("; ".join(problems) + ".")
         from kidneytumorseg_training.weight_anchor import check_strength
 
         self.anchor_strength = check_strength(self.anchor_strength)
