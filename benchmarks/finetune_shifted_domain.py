@@ -83,15 +83,20 @@ def build_corrections(masks: Path, ids: list[str], folder: Path, model: str, shi
         logging.info("built shifted case %s", case)
 
 
-def evaluate(package: ModelPackage, dataset: Path, ids: list[str]) -> dict[str, float]:
-    """Mean Dice per KiTS region of ``package`` (default settings) on the cases ``ids`` of a KiTS-layout folder."""
+def score_cases(package: ModelPackage, dataset: Path, ids: list[str]) -> list[CaseResult]:
+    """The KiTS metrics of ``package`` (default settings) on each case ``ids`` of a KiTS-layout folder."""
     predictor = Predictor(package, PredictionOptions(device="cpu"))
     results = []
     for case in ids:
         labels = predictor.segment(read_ct(dataset / case / "imaging.nii.gz"), name=case).labels
         results.append(CaseResult(case, compute_case_metrics(labels, read_label_map(dataset / case /
                                                                                      "segmentation.nii.gz"))))
-    summary = summarize(results)
+    return results
+
+
+def evaluate(package: ModelPackage, dataset: Path, ids: list[str]) -> dict[str, float]:
+    """Mean Dice per KiTS region of ``package`` (default settings) on the cases ``ids`` of a KiTS-layout folder."""
+    summary = summarize(score_cases(package, dataset, ids))
     return {region.region: region.dice_mean for region in summary.regions}
 
 
