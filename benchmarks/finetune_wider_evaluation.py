@@ -4,7 +4,8 @@
         --original work_data/synthetic_1.5x1.5x3 --parent kits-demo@1.4.0 \\
         --tuned seed0=work_runs/ft140_long_b/store/kits-demo/1.4.1 \\
         --tuned seed1=work_runs/ft140_confirm_seed1/store/kits-demo/1.4.1 \\
-        --shift hyperenhancing-tumor --skip 16 --work work_runs/finetune_wider [--csv-dir DIR] [--threads 2]
+        --shift hyperenhancing-tumor --skip 16 --work work_runs/finetune_wider [--fractions 1,0.75,0.5] \\
+        [--csv-dir DIR] [--threads 2]
 
 `benchmarks/finetune_shifted_domain.py` fine-tunes on the first held-out cases (id % 5 == 2) made in a shifted
 domain, and measures 8 held-out corrections and 10 original-domain cases: few enough that one case moves a mean
@@ -13,7 +14,9 @@ fine-tuning or holding out, whatever its seed) is segmented by the parent and by
 as the original synthetic dataset has it, and rendered from the same real KiTS23 mask in the shifted domain.
 Prints, per version, domain and KiTS region, the mean Dice of the parent and of the version, the mean paired
 change with a bootstrap 95% interval, and whether the issue's goal holds (shifted tumor up by at least 0.10,
-original tumor and mass down by at most 0.02). All data are synthetic CT generated from real KiTS23 masks.
+original tumor and mass down by at most 0.02). With ``--fractions``, each version is also scored with its segmenters
+averaged with the parent's, ``(1 - a) x parent + a x fine-tuned`` (what `finetune --average-with-parent a` writes;
+``a = 1`` is the version itself). All data are synthetic CT generated from real KiTS23 masks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from finetune_shifted_domain import REGIONS, SHIFTS, build_corrections, held_out
 from held_out_cases import load_package
 
 from kidneytumorseg.evaluation import CaseResult, write_case_csv
+from kidneytumorseg.model_package import ModelPackage
+from kidneytumorseg_training.weight_averaging import check_fraction, write_averaged_package
 
 SHIFTED_GAIN = 0.10  # the issue's goal: held-out shifted-domain tumor Dice up by at least this
 ORIGINAL_LOSS = 0.02  # ... while the original domain's tumor and mass Dice drop by at most this
@@ -76,6 +81,8 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=16,
                         help="held-out cases the fine-tuning benchmark used as corrections (its --shifted-cases)")
     parser.add_argument("--limit", type=int, help="only the first N cases after those")
+    parser.add_argument("--fractions", default="1",
+                        help="comma-separated fractions a of fine-tuned weights, averaged with the parent's (1: none)")
     parser.add_argument("--work", type=Path, required=True, help="where the shifted-domain cases are written")
     parser.add_argument("--csv-dir", type=Path, help="write the per-case metrics of every model and domain here")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
@@ -97,21 +104,32 @@ def main() -> None:
     shifted = args.work / f"shifted_{args.shift}"
     build_corrections(args.masks, ids, shifted, args.parent, args.shift)
     domains = {"shifted": shifted, "original": args.original}
-    models = [("parent", args.parent), *args.tuned]
+    parent = load_package(args.parent)
+    fractions = [check_fraction(float(f)) for f in args.fractions.split(",")]
+    versions: list[tuple[str, str, ModelPackage]] = []  # label, where from, package
+    for label, model in args.tuned:
+        tuned = load_package(model)
+        for fraction in fractions:
+            if fraction == 1:
+                versions.append((label, model, tuned))
+                continue
+            folder = write_averaged_package(parent, tuned, fraction, args.work / "averaged" / f"{label}-{fraction:g}",
+                                            version=tuned.version)
+            versions.append((f"{label} a={fraction:g}", f"{model} averaged, a = {fraction:g}",
+                             ModelPackage.load(folder)))
     scores: dict[tuple[str, str], list[CaseResult]] = {}
-    for label, model in models:
-        package = load_package(model)
+    for label, model, package in [("parent", args.parent, parent), *versions]:
         for domain, folder in domains.items():
             logging.info("segmenting %d %s-domain cases with %s (%s)", len(ids), domain, label, model)
             scores[label, domain] = score_cases(package, folder, ids)
             if args.csv_dir:
-                write_case_csv(scores[label, domain], args.csv_dir / f"{label}-{domain}.csv")
+                write_case_csv(scores[label, domain], args.csv_dir / f"{label.replace(' a=', '-')}-{domain}.csv")
     print(f"# {len(ids)} held-out cases ({ids[0]} .. {ids[-1]}), shift {args.shift}; parent {args.parent}; "
           "synthetic CT from real KiTS23 masks")
     print("| version | domain | region | parent | version | change | 95% interval | cases down > 0.05 |")
     print("|---|---|---|---|---|---|---|---|")
     verdicts = []
-    for label, model in args.tuned:
+    for label, model, _ in versions:
         change = {}
         for domain in domains:
             for region in REGIONS:

@@ -48,22 +48,25 @@ def test_goal_needs_the_shifted_gain_and_at_most_the_allowed_original_loss():
     assert not wider.goal_met(0.2, 0.0, -0.021)
 
 
-def test_the_same_model_as_parent_and_version_changes_nothing_in_either_domain(tmp_path, monkeypatch, capsys):
+def test_the_same_model_as_parent_and_version_changes_nothing_averaged_or_not(tmp_path, monkeypatch, capsys):
     masks = tmp_path / "masks" / "case_00112"
     masks.mkdir(parents=True)
     shutil.copy(FIXTURES / "case_00112" / "segmentation.nii.gz", masks)
     monkeypatch.setattr(sys, "argv", [
         "finetune_wider_evaluation.py", "--masks", str(masks.parent), "--original", str(FIXTURES),
         "--parent", str(PACKAGE), "--tuned", f"same={PACKAGE}", "--shift", "hyperenhancing-tumor", "--skip", "0",
-        "--work", str(tmp_path / "work"), "--csv-dir", str(tmp_path / "csv"), "--threads", "2"])
+        "--work", str(tmp_path / "work"), "--csv-dir", str(tmp_path / "csv"), "--threads", "2",
+        "--fractions", "1,0.5"])
     wider.main()
     out = capsys.readouterr().out
     assert (tmp_path / "work" / "shifted_hyperenhancing-tumor" / "case_00112" / "imaging.nii.gz").is_file()
     rows = [line for line in out.splitlines() if line.startswith("| same |")]
-    assert len(rows) == 6  # two domains x three regions
-    assert all("| +0.000 | +0.000 .. +0.000 | 0 |" in row for row in rows)
-    assert "goal NOT met" in out
-    for name in ("parent-shifted", "parent-original", "same-shifted", "same-original"):
+    averaged = [line for line in out.splitlines() if line.startswith("| same a=0.5 |")]
+    assert len(rows) == len(averaged) == 6  # two domains x three regions
+    assert all("| +0.000 | +0.000 .. +0.000 | 0 |" in row for row in rows + averaged)
+    assert out.count("goal NOT met") == 2
+    assert (tmp_path / "work" / "averaged" / "same-0.5" / "model.json").is_file()
+    for name in ("parent-shifted", "parent-original", "same-shifted", "same-original", "same-0.5-original"):
         with open(tmp_path / "csv" / f"{name}.csv", newline="") as stream:
             assert [row["case"] for row in csv.DictReader(stream)] == ["case_00112"]
     # the original-domain kidneys are found: the rows hold real scores, not placeholders
