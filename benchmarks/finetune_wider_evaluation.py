@@ -67,6 +67,8 @@ def _tuned(text: str) -> tuple[str, str]:
     label, sep, model = text.partition("=")
     if not sep or not label or not model:
         raise argparse.ArgumentTypeError(f"--tuned wants LABEL=MODEL (a package folder or NAME@VERSION), not {text!r}")
+    if label == "parent":
+        raise argparse.ArgumentTypeError("'parent' labels the --parent model's rows; give the version another label")
     return label, model
 
 

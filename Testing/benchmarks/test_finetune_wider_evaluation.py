@@ -77,3 +77,5 @@ def test_the_same_model_as_parent_and_version_changes_nothing_averaged_or_not(tm
 def test_a_malformed_tuned_argument_is_refused():
     with pytest.raises(Exception, match="LABEL=MODEL"):
         wider._tuned("just-a-path")
+    with pytest.raises(Exception, match="another label"):  # its scores would overwrite the parent's
+        wider._tuned("parent=some/folder")
