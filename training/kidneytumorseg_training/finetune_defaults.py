@@ -10,7 +10,7 @@ lost; benchmarks/results/finetune_wider_evaluation.txt). No setting measured gai
 no shorter schedule (20 x 20, 5e-5 to 3e-4, with or without the cyst sampling, an L2-SP anchor), no weight averaging
 with the parent (0.5 and 0.75 move along the same trade), no doubling of the corrections (it forgot more), and
 twice the replay for 40 x 20 at 2e-4 did not learn the new domain. On a scanner shift (noise 55 HU, blur, +20 HU;
-stop 29) these defaults lost nothing on 44 original cases (tumor -0.003) but gained only +0.031; 2e-4 and 3e-4
+stop 29) these defaults lost almost nothing on 44 original cases (tumor -0.003) but gained only +0.031; 2e-4 and 3e-4
 gained no more and lost 0.012 and 0.022. The phantoms of benchmarks/finetune_phantom_settings.py
 agree that SGD at 1e-3 for a short schedule barely moves the weights, and that fewer replayed cases forget more.
 This module imports nothing heavy, so the command's ``--help`` stays fast.
