@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from processes import process_group_members
-from test_finetune import make_corrections
+from test_finetune import make_check_cases, make_corrections
 from tiny_models import make_tiny_store as make_store
 
 from kidneytumorseg.model_store import ModelStore
@@ -46,7 +46,9 @@ def tiny(tmp_path) -> Path:
 
 
 def test_json_progress_logs_and_a_result_naming_the_new_version(tiny):
-    done = subprocess.run(_command(tiny, "--epochs", "2", "--iterations", "2", "--workers", "0"),
+    check_cases = make_check_cases(tiny / "earlier")
+    done = subprocess.run(_command(tiny, "--epochs", "2", "--iterations", "2", "--workers", "0",
+                                   "--check-cases", str(check_cases)),
                           capture_output=True, text=True, timeout=TIMEOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     events = _events(done.stdout)
@@ -68,6 +70,10 @@ def test_json_progress_logs_and_a_result_naming_the_new_version(tiny):
     for when in ("before", "after"):
         assert result[when] == {region: values["dice"] for region, values in report[when]["regions"].items()}
         assert set(result[when]) == {"kidney_and_mass", "mass", "tumor"}
+        # --check-cases reaches the fine-tune: the earlier cases' Dice of both versions, as in the report
+        check = report["check"][when]
+        assert check["case_ids"] == ["case_00112", "case_00500"]
+        assert result[f"check_{when}"] == {region: values["dice"] for region, values in check["regions"].items()}
 
 
 @pytest.mark.parametrize("to_group", [False, True], ids=["to-the-process", "to-its-group"])

@@ -60,6 +60,23 @@ def make_corrections(folder: Path, sources: tuple[str, ...] = SOURCES, mirrored:
     return folder
 
 
+def make_check_cases(folder: Path) -> Path:
+    """Earlier cases in the KiTS layout at 4 mm: case_00112 (also a correction's id), case_00500 (case_00161
+    flipped front to back, which no correction shows) and case_00998, whose mask holds label 7."""
+    def coarse(name: str) -> tuple[sitk.Image, sitk.Image]:
+        return (_coarse(sitk.ReadImage(str(SYNTHETIC / name / "imaging.nii.gz")), 4.0, label=False),
+                _coarse(sitk.ReadImage(str(SYNTHETIC / name / "segmentation.nii.gz")), 4.0, label=True))
+
+    image, label = coarse("case_00112")
+    _write_case(folder / "case_00112", image, label, record=False)
+    image, label = coarse("case_00161")
+    _write_case(folder / "case_00500", sitk.Flip(image, [False, True, False]), sitk.Flip(label, [False, True, False]),
+                record=False)
+    _write_case(folder / "case_00998", image, sitk.Add(label, sitk.Cast(label == 1, label.GetPixelID()) * 6),
+                record=False)
+    return folder
+
+
 def make_store(root: Path) -> ModelStore:
     """A store holding tiny@1.0.0: one random segmenter (6 mm) and a random localizer."""
     return make_tiny_store(root)
@@ -81,12 +98,13 @@ def finetuned(tmp_path_factory):
     old = store.find("tiny@1.0.0").path
     old_hashes = {p.name: file_sha256(p) for p in sorted(old.iterdir())}
     corrections = make_corrections(root / "corrections")
+    check_cases = make_check_cases(root / "earlier")
     messages, stages = _Messages(), []
     logging.getLogger("kidneytumorseg_training").addHandler(messages)
     try:
         result = finetune("tiny@1.0.0", corrections, holdout=0.5, epochs=10, iterations=20, learning_rate=1e-2,
-                          optimizer="adam", store=store, work_dir=root / "work", seed=0, threads=1,
-                          progress=lambda stage, fraction: stages.append((stage, fraction)))
+                          optimizer="adam", check_cases=check_cases, store=store, work_dir=root / "work", seed=0,
+                          threads=1, progress=lambda stage, fraction: stages.append((stage, fraction)))
     finally:
         logging.getLogger("kidneytumorseg_training").removeHandler(messages)
     return {"store": store, "result": result, "old": old, "old_hashes": old_hashes, "root": root,
@@ -148,6 +166,33 @@ def test_report_compares_held_out_cases_before_and_after(finetuned):
     before, after = (result.before["regions"]["kidney_and_mass"]["dice"],
                      result.after["regions"]["kidney_and_mass"]["dice"])
     assert after > before + 0.2, (before, after)
+
+
+def test_check_cases_show_what_the_fine_tune_does_to_earlier_cases(finetuned):
+    result = finetuned["result"]
+    assert result.check_before["case_ids"] == result.check_after["case_ids"] == ["case_00112", "case_00500"]
+    report = json.loads(result.report_path.read_text())
+    assert report["check"]["before"] == result.check_before and report["check"]["after"] == result.check_after
+    assert list(report["check"]["skipped"]) == ["case_00998"] and "label" in report["check"]["skipped"]["case_00998"]
+    # the case that is also a correction is named: its score flatters the new version
+    assert any("case_00112" in m and "also corrections" in m for m in finetuned["messages"])
+    markdown = (result.report_path.parent / "report.md").read_text()
+    assert "## The check cases" in markdown and "case_00112, case_00500; skipped: case_00998" in markdown
+    # real scores of both versions: the random parent misses the kidneys the fine-tuned network finds
+    before, after = (result.check_before["regions"]["kidney_and_mass"]["dice"],
+                     result.check_after["regions"]["kidney_and_mass"]["dice"])
+    assert after > before + 0.2, (before, after)
+
+
+def test_check_cases_without_a_usable_case_are_refused_before_any_training(tmp_path):
+    store = make_store(tmp_path)
+    corrections = make_corrections(tmp_path / "corrections", half_written=False)
+    check_cases = make_check_cases(tmp_path / "earlier")
+    for name in ("case_00112", "case_00500"):
+        (check_cases / name / "segmentation.nii.gz").unlink()
+    with pytest.raises(FinetuneError, match=r"no usable check case .*case_00998.*--check-cases"):
+        finetune("tiny@1.0.0", corrections, check_cases=check_cases, store=store, work_dir=tmp_path / "work")
+    assert not (tmp_path / "work" / "runs").exists()
 
 
 def test_progress_is_reported_in_stages_and_epochs_up_to_one(finetuned):

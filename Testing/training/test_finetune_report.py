@@ -25,5 +25,22 @@ def test_report_lists_every_region_before_and_after():
     assert "- replayed cases: none" in text and "held out: 1 case(s): c" in text
 
 
+def test_report_adds_the_check_cases_when_it_has_them():
+    report = {"parent": "kits@1.0.0", "model": "kits@1.0.1", "corrections": "/c", "train_ids": ["a"],
+              "holdout_ids": ["c"], "replay": None, "replay_ids": [], "skipped": [], "members": ["fold0"],
+              "evaluated_members": ["fold0"], "settings": {"epochs": 1},
+              "seconds": {"total": 12.0, "preprocess": 1.0, "train": 8.0, "evaluate": 3.0},
+              "before": _metrics(0.5), "after": _metrics(0.6), "check": None}
+    assert "check cases" not in report_markdown(report)
+    report["check"] = {"folder": "/earlier", "skipped": {"e": "bad"},
+                       "before": {**_metrics(0.9), "case_ids": ["d", "f"]},
+                       "after": {**_metrics(0.7), "case_ids": ["d", "f"]}}
+    text = report_markdown(report)
+    held_out, check = text.split("## The check cases")
+    assert "| tumor | 0.500 | 0.600 | 0.250 | 0.300 |" in held_out
+    assert "(`/earlier`)" in check and "2 case(s): d, f; skipped: e" in check
+    assert "| tumor | 0.900 | 0.700 | 0.450 | 0.350 |" in check
+
+
 def test_format_score():
     assert format_score(None) == "n/a" and format_score(0.12345) == "0.123"

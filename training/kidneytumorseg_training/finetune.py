@@ -49,7 +49,7 @@ from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
     TrainingCase,
 )
-from kidneytumorseg_training.finetune_data import FinetuneError, add_replay, usable_corrections
+from kidneytumorseg_training.finetune_data import FinetuneError, add_replay, usable_check_cases, usable_corrections
 from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
 from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, validate_plans
 from kidneytumorseg_training.preprocessing import preprocess_dataset
@@ -80,6 +80,8 @@ class FinetuneResult:
     train_ids: list[str]
     report_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    check_before: dict[str, Any] | None = None  # metrics on the check cases (``check_cases``), old and new members
+    check_after: dict[str, Any] | None = None
 
 
 def next_patch_version(version: str) -> str:
@@ -249,7 +251,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
              hard_case_class: int | None = defaults.HARD_CASE_CLASS,
              hard_case_fraction: float = defaults.HARD_CASE_FRACTION,
-             anchor_strength: float = defaults.ANCHOR_STRENGTH, store: ModelStore | None = None,
+             anchor_strength: float = defaults.ANCHOR_STRENGTH, check_cases: str | os.PathLike[str] | None = None,
+             store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
              progress: Progress | None = None) -> FinetuneResult:
@@ -262,7 +265,9 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     the Dice term over the whole batch (as the bundled members were trained), else per patch. ``hard_case_class`` c
     and ``hard_case_fraction`` f: that share of the patches is centred on label c (the parent's sampling; the bundled
     members oversampled cysts, 3, at 0.33). ``anchor_strength`` s > 0: L2-SP, a pull of ``s * (w - w_parent)`` on
-    every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``work_dir``
+    every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``check_cases``: a dataset folder of
+    earlier cases with reference masks, scored by the old and new members too (``check`` in the report): the
+    held-out corrections show what a fine-tune gains, these what it costs the cases the model handled. ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
@@ -287,6 +292,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     cases, skipped = usable_corrections(corrections)
     by_id = {case.case_id: case for case in cases}
     train_ids, holdout_ids = holdout_split(list(by_id), fraction=holdout, seed=seed)
+    checks = usable_check_cases(Path(check_cases).resolve(), exclude=list(by_id)) if check_cases is not None else None
     logger.info("%d corrected case(s): fine-tune on %s, hold out %s", len(cases), train_ids, holdout_ids)
     report_progress("preprocess", 0.0)
     segmenters = list(package.segmenters)
@@ -326,6 +332,12 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                        device, work / "evaluation_before", localizer)
     after = _evaluate([_tuned_network(m, tuned[m.name], device) for m in ensemble], first, package, held_out,
                       device, work / "evaluation_after", localizer)
+    check = None
+    if checks is not None:
+        check = {"folder": str(Path(check_cases).resolve()), "skipped": checks[1], **{
+            when: _evaluate(networks, first, package, checks[0], device, work / f"evaluation_check_{when}", localizer)
+            for when, networks in (("before", [build_member(package, m, device=device) for m in ensemble]),
+                                   ("after", [_tuned_network(m, tuned[m.name], device) for m in ensemble]))}}
     seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
     logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
                 [format_score(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],
@@ -351,7 +363,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         "corrections": str(corrections), "replay": provenance["replay"], "train_ids": train_ids,
         "holdout_ids": holdout_ids, "replay_ids": sorted(replay_ids), "skipped": skipped,
         "members": [m.name for m in segmenters], "evaluated_members": [m.name for m in ensemble],
-        "settings": options, "before": before, "after": after,
+        "settings": options, "before": before, "after": after, "check": check,
         "seconds": seconds, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     text, markdown = json.dumps(report, indent=1, allow_nan=False) + "\n", report_markdown(report)
@@ -362,4 +374,5 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     entry = store.import_package(built)
     report_progress("done", 1.0)
     logger.info("Fine-tuned %s imported as %s (%s); report %s", parent, entry.spec, entry.path, report_path)
-    return FinetuneResult(entry.path, new_version, before, after, holdout_ids, train_ids, report_path, skipped)
+    return FinetuneResult(entry.path, new_version, before, after, holdout_ids, train_ids, report_path, skipped,
+                          check and check["before"], check and check["after"])

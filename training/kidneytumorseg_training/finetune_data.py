@@ -1,6 +1,7 @@
 """What a fine-tune trains on: the corrected cases of a corrections export, and replayed original cases.
 
 - :func:`usable_corrections`: the checked cases of a corrections folder, the skipped ones named with why.
+- :func:`usable_check_cases`: the user's earlier cases, scored before and after to show what a fine-tune costs.
 - :func:`add_replay`: original training data mixed in so the network does not forget, its ids prefixed
   ``replay_``; a preprocessed folder is linked, a dataset folder preprocessed. :func:`replay_subset` draws how
   many of them join (patches are drawn from the cases uniformly, so the share of corrections is set by counts).
@@ -70,6 +71,35 @@ def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str,
     if len(usable) < MIN_CASES:
         bad = f" Skipped: {', '.join(sorted(skipped))}." if skipped else ""
         raise FinetuneError(f"{corrections} holds {len(usable)} usable corrected case(s).{bad} {need}")
+    return usable, skipped
+
+
+def usable_check_cases(folder: Path, exclude: Sequence[str] = ()) -> tuple[list[TrainingCase], dict[str, str]]:
+    """The checked cases of ``folder`` (any layout ``find_training_cases`` reads: the user's earlier cases, scored
+    by the parent and the new version to show what a fine-tune costs them) and the skipped ones (case id -> why).
+    Cases whose ids are in ``exclude`` (the corrections) are scored but named in a warning. FinetuneError unless at
+    least one case is usable."""
+    try:
+        found = find_training_cases(folder)
+    except DatasetError as error:
+        raise FinetuneError(f"The check cases: {error} Give --check-cases a dataset folder (KiTS or nnU-Net "
+                            f"layout) of cases with reference masks that the model segmented before.") from error
+    usable, skipped = [], {}
+    for case in found:
+        try:
+            check_case(case)
+        except DatasetError as error:
+            logger.warning("skipping the check case %s: %s", case.case_id, error)
+            skipped[case.case_id] = str(error)
+        else:
+            usable.append(case)
+    if not usable:
+        raise FinetuneError(f"{folder} holds no usable check case (skipped: {', '.join(sorted(skipped))}); fix "
+                            f"those cases or give another --check-cases folder.")
+    seen = sorted({case.case_id for case in usable} & set(exclude))
+    if seen:
+        logger.warning("check case(s) %s are also corrections; their scores after fine-tuning flatter the new "
+                       "version. Check on cases the fine-tune does not see.", ", ".join(seen))
     return usable, skipped
 
 

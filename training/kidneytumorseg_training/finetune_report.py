@@ -26,7 +26,8 @@ def format_score(value: float | None) -> str:
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: what was fine-tuned on what, and the held-out metrics before and after per KiTS region."""
+    """``report.md``: what was fine-tuned on what, the held-out metrics before and after per KiTS region, and those
+    of the check cases when the report has them."""
     before, after = report["before"], report["after"]
     lines = [f"# Fine-tuning {report['parent']} -> {report['model']}", "",
              f"- corrections: `{report['corrections']}`; fine-tuned on {len(report['train_ids'])} case(s): "
@@ -40,7 +41,17 @@ def report_markdown(report: Mapping[str, Any]) -> str:
              f"- settings: {json.dumps(report['settings'])}",
              f"- time: {report['seconds']['total']:.0f} s (preprocess {report['seconds']['preprocess']:.0f} s, "
              f"train {report['seconds']['train']:.0f} s, evaluate {report['seconds']['evaluate']:.0f} s)", "",
-             "| region | Dice before | Dice after | surface Dice before | surface Dice after |",
+             "## The held-out corrections", "", *_table(before, after)]
+    check = report.get("check")
+    if check:
+        lines += ["", f"## The check cases (`{check['folder']}`): what the fine-tune costs the earlier cases", "",
+                  f"- {len(check['before']['case_ids'])} case(s): {', '.join(check['before']['case_ids'])}; "
+                  f"skipped: {', '.join(check['skipped']) or 'none'}", "", *_table(check["before"], check["after"])]
+    return "\n".join(lines) + "\n"
+
+
+def _table(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    lines = ["| region | Dice before | Dice after | surface Dice before | surface Dice after |",
              "|---|---|---|---|---|"]
     for region in [r.name for r in KITS_REGIONS]:
         b, a = before["regions"][region], after["regions"][region]
@@ -48,4 +59,4 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {region} | " + " | ".join(format_score(v) for v in scores) + " |")
     lines.append(f"| mean | {format_score(before['mean_dice'])} | {format_score(after['mean_dice'])} | "
                  f"{format_score(before['mean_surface_dice'])} | {format_score(after['mean_surface_dice'])} |")
-    return "\n".join(lines) + "\n"
+    return lines

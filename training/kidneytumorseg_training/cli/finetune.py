@@ -3,17 +3,20 @@
 The corrected cases are split into fine-tune and held-out cases; every segmenter member is trained further
 from its packaged weights, old and new members are scored on the held-out cases, and the new version (by
 default the next patch version) is imported into your model store beside the old one, with a report
-(report.json, report.md) in the work folder and in the package.
+(report.json, report.md) in the work folder and in the package. ``--check-cases DIR`` scores old and new members
+on earlier cases as well: the held-out corrections show what the fine-tune gains, those what it costs.
 
 Examples::
 
     kidneytumorseg-train finetune --model kits-demo@1.0.0 --corrections ~/KidneyTumorSeg/corrections
     kidneytumorseg-train finetune --model kits-demo --corrections exports --replay work/pre --epochs 10
+    kidneytumorseg-train finetune --model kits-demo --corrections exports --check-cases earlier_cases
     kidneytumorseg predict --model kits-demo@1.0.1 -i ct.nii.gz -o labels.nii.gz
 
 ``--progress json`` speaks the engine's background-process protocol (kidneytumorseg.cli.json_lines): one JSON
 object per line on stdout: ``progress`` (stage, fraction), ``log`` (level, message), then ``result`` (model,
-name, version, package, report, held-out Dice per region before and after), ``error`` (exit status 2) or
+name, version, package, report, held-out Dice per region before and after, and with ``--check-cases`` the
+check cases' as ``check_before`` and ``check_after``), ``error`` (exit status 2) or
 ``cancelled`` (exit status 130). SIGTERM (or Ctrl-C) cancels: the store is left without the new version, the
 work folder keeps what was done.
 """
@@ -64,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--holdout", type=float, default=defaults.HOLDOUT,
                         help=f"fraction of the corrections held out to compare old and new (default "
                              f"{defaults.HOLDOUT:g})")
+    parser.add_argument("--check-cases", type=Path, metavar="DIR",
+                        help="earlier cases with reference masks (KiTS or nnU-Net layout) that the old and new "
+                             "versions also segment, to show what the fine-tune costs them (in the report)")
     schedule = parser.add_argument_group("schedule")
     schedule.add_argument("--epochs", type=int, default=defaults.EPOCHS, help=f"epochs (default {defaults.EPOCHS})")
     schedule.add_argument("--iterations", type=int, default=defaults.ITERATIONS,
@@ -162,6 +168,11 @@ def run_command(args: argparse.Namespace) -> int:
         for region in REGIONS:
             before, after = result.before["regions"][region]["dice"], result.after["regions"][region]["dice"]
             LOGGER.info("held-out Dice %-15s before %s  after %s", region, _number(before), _number(after))
+        if result.check_before is not None and result.check_after is not None:
+            for region in REGIONS:
+                before = result.check_before["regions"][region]["dice"]
+                after = result.check_after["regions"][region]["dice"]
+                LOGGER.info("check-case Dice %-15s before %s  after %s", region, _number(before), _number(after))
         LOGGER.info("New version %s@%s in %s (report: %s). Run it with `kidneytumorseg predict --model %s@%s`.",
                     name, result.version, result.package_path, result.report_path, name, result.version)
         if json_mode:
@@ -169,7 +180,10 @@ def run_command(args: argparse.Namespace) -> int:
                 model=f"{name}@{result.version}", name=name, version=result.version, package=str(result.package_path),
                 report=str(result.report_path) if result.report_path else None,
                 before={region: result.before["regions"][region]["dice"] for region in REGIONS},
-                after={region: result.after["regions"][region]["dice"] for region in REGIONS})
+                after={region: result.after["regions"][region]["dice"] for region in REGIONS},
+                **({} if result.check_before is None or result.check_after is None else {
+                    "check_before": {region: result.check_before["regions"][region]["dice"] for region in REGIONS},
+                    "check_after": {region: result.check_after["regions"][region]["dice"] for region in REGIONS}}))
     return 0
 
 
@@ -182,7 +196,7 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
         augmentation=not args.no_augmentation, version=args.version, replay_ratio=args.replay_ratio,
         average_fraction=args.average_with_parent, batch_dice=not args.sample_dice,
         hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
-        anchor_strength=args.anchor_strength, store=store,
+        anchor_strength=args.anchor_strength, check_cases=args.check_cases, store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
         progress=progress)
 
