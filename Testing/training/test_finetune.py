@@ -190,7 +190,7 @@ def test_check_cases_without_a_usable_case_are_refused_before_any_training(tmp_p
     check_cases = make_check_cases(tmp_path / "earlier")
     for name in ("case_00112", "case_00500"):
         (check_cases / name / "segmentation.nii.gz").unlink()
-    with pytest.raises(FinetuneError, match=r"no usable check case .*case_00998.*--check-cases"):
+    with pytest.raises(FinetuneError, match=r"no usable check case .*case_00112, case_00500, case_00998.*check-cases"):
         finetune("tiny@1.0.0", corrections, check_cases=check_cases, store=store, work_dir=tmp_path / "work")
     assert not (tmp_path / "work" / "runs").exists()
 

@@ -84,7 +84,10 @@ def usable_check_cases(folder: Path, exclude: Sequence[str] = ()) -> tuple[list[
     except DatasetError as error:
         raise FinetuneError(f"The check cases: {error} Give --check-cases a dataset folder (KiTS or nnU-Net "
                             f"layout) of cases with reference masks that the model segmented before.") from error
-    usable, skipped = [], {}
+    names = {case.case_id for case in found}
+    usable, skipped = [], {p.name: "no imaging or segmentation file: complete the case or remove its folder"
+                           for p in sorted(folder.iterdir())
+                           if p.is_dir() and p.name.startswith("case_") and p.name not in names}
     for case in found:
         try:
             check_case(case)
