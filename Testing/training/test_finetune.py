@@ -111,6 +111,12 @@ def finetuned(tmp_path_factory):
             "corrections": corrections, "messages": messages.messages, "stages": stages}
 
 
+def _assert_kidneys_found_after(before: dict, after: dict) -> None:
+    """The fine-tuned members' kidney_and_mass Dice is clearly above the random parent's."""
+    dice = (before["regions"]["kidney_and_mass"]["dice"], after["regions"]["kidney_and_mass"]["dice"])
+    assert dice[1] > dice[0] + 0.2, dice
+
+
 def test_new_version_is_installed_beside_the_old_one(finetuned):
     store, result = finetuned["store"], finetuned["result"]
     assert result.version == "1.0.1" == next_patch_version("1.0.0")
@@ -163,9 +169,7 @@ def test_report_compares_held_out_cases_before_and_after(finetuned):
     markdown = (result.report_path.parent / "report.md").read_text()
     assert "kidney_and_mass" in markdown and "tiny@1.0.0 -> tiny@1.0.1" in markdown
     # A random network fine-tuned on the corrections segments the held-out kidneys clearly better.
-    before, after = (result.before["regions"]["kidney_and_mass"]["dice"],
-                     result.after["regions"]["kidney_and_mass"]["dice"])
-    assert after > before + 0.2, (before, after)
+    _assert_kidneys_found_after(result.before, result.after)
 
 
 def test_check_cases_show_what_the_fine_tune_does_to_earlier_cases(finetuned):
@@ -179,9 +183,7 @@ def test_check_cases_show_what_the_fine_tune_does_to_earlier_cases(finetuned):
     markdown = (result.report_path.parent / "report.md").read_text()
     assert "## The check cases" in markdown and "case_00112, case_00500; skipped: case_00998" in markdown
     # real scores of both versions: the random parent misses the kidneys the fine-tuned network finds
-    before, after = (result.check_before["regions"]["kidney_and_mass"]["dice"],
-                     result.check_after["regions"]["kidney_and_mass"]["dice"])
-    assert after > before + 0.2, (before, after)
+    _assert_kidneys_found_after(result.check_before, result.check_after)
 
 
 def test_check_cases_without_a_usable_case_are_refused_before_any_training(tmp_path):

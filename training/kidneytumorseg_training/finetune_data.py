@@ -42,6 +42,20 @@ class FinetuneError(KidneyTumorSegError, ValueError):
     """Fine-tuning cannot run as asked; the message says what to change."""
 
 
+def _checked(cases: Sequence[TrainingCase], what: str, skipped: dict[str, str]) -> list[TrainingCase]:
+    """The ``cases`` that :func:`check_case` accepts; each other one is logged and added to ``skipped`` with why."""
+    usable = []
+    for case in cases:
+        try:
+            check_case(case)
+        except DatasetError as error:
+            logger.warning("skipping the %s %s: %s", what, case.case_id, error)
+            skipped[case.case_id] = str(error)
+        else:
+            usable.append(case)
+    return usable
+
+
 def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str, str]]:
     """The checked corrected cases of ``corrections`` and the skipped ones (case id -> why), each named in the log.
     FinetuneError unless the folder is a corrections export with at least 2 usable cases."""
@@ -59,15 +73,7 @@ def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str,
     incomplete = f"incomplete export (no {CORRECTION_RECORD}, imaging or segmentation): export it again"
     skipped = {p.name: incomplete for p in sorted(corrections.iterdir())
                if p.is_dir() and p.name.startswith("case_") and p.name not in names}
-    usable = []
-    for case in found:
-        try:
-            check_case(case)
-        except DatasetError as error:
-            logger.warning("skipping the correction %s: %s", case.case_id, error)
-            skipped[case.case_id] = str(error)
-        else:
-            usable.append(case)
+    usable = _checked(found, "correction", skipped)
     if len(usable) < MIN_CASES:
         bad = f" Skipped: {', '.join(sorted(skipped))}." if skipped else ""
         raise FinetuneError(f"{corrections} holds {len(usable)} usable corrected case(s).{bad} {need}")
@@ -85,17 +91,9 @@ def usable_check_cases(folder: Path, exclude: Sequence[str] = ()) -> tuple[list[
         raise FinetuneError(f"The check cases: {error} Give --check-cases a dataset folder (KiTS or nnU-Net "
                             f"layout) of cases with reference masks that the model segmented before.") from error
     names = {case.case_id for case in found}
-    usable, skipped = [], {p.name: "no imaging or segmentation file: complete the case or remove its folder"
-                           for p in sorted(folder.iterdir())
-                           if p.is_dir() and p.name.startswith("case_") and p.name not in names}
-    for case in found:
-        try:
-            check_case(case)
-        except DatasetError as error:
-            logger.warning("skipping the check case %s: %s", case.case_id, error)
-            skipped[case.case_id] = str(error)
-        else:
-            usable.append(case)
+    skipped = {p.name: "no imaging or segmentation file: complete the case or remove its folder"
+               for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("case_") and p.name not in names}
+    usable = _checked(found, "check case", skipped)
     if not usable:
         raise FinetuneError(f"{folder} holds no usable check case (skipped: {', '.join(sorted(skipped))}); fix "
                             f"those cases or give another --check-cases folder.")
