@@ -292,7 +292,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     cases, skipped = usable_corrections(corrections)
     by_id = {case.case_id: case for case in cases}
     train_ids, holdout_ids = holdout_split(list(by_id), fraction=holdout, seed=seed)
-    checks = usable_check_cases(Path(check_cases).resolve(), exclude=list(by_id)) if check_cases is not None else None
+    check_folder = Path(check_cases).resolve() if check_cases is not None else None
+    checks = usable_check_cases(check_folder, exclude=list(by_id)) if check_folder is not None else None
     logger.info("%d corrected case(s): fine-tune on %s, hold out %s", len(cases), train_ids, holdout_ids)
     report_progress("preprocess", 0.0)
     segmenters = list(package.segmenters)
@@ -328,16 +329,17 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                        [m.name for m in segmenters if m not in ensemble], first.name, [m.name for m in ensemble])
     held_out = [by_id[i] for i in holdout_ids]
     localizer = build_member(package, package.localizer, device=device) if package.localizer is not None else None
-    before = _evaluate([build_member(package, m, device=device) for m in ensemble], first, package, held_out,
-                       device, work / "evaluation_before", localizer)
-    after = _evaluate([_tuned_network(m, tuned[m.name], device) for m in ensemble], first, package, held_out,
-                      device, work / "evaluation_after", localizer)
+    old_networks = [build_member(package, m, device=device) for m in ensemble]
+    new_networks = [_tuned_network(m, tuned[m.name], device) for m in ensemble]
+    before = _evaluate(old_networks, first, package, held_out, device, work / "evaluation_before", localizer)
+    after = _evaluate(new_networks, first, package, held_out, device, work / "evaluation_after", localizer)
     check = None
     if checks is not None:
-        check = {"folder": str(Path(check_cases).resolve()), "skipped": checks[1], **{
-            when: _evaluate(networks, first, package, checks[0], device, work / f"evaluation_check_{when}", localizer)
-            for when, networks in (("before", [build_member(package, m, device=device) for m in ensemble]),
-                                   ("after", [_tuned_network(m, tuned[m.name], device) for m in ensemble]))}}
+        check_cases_found, check_skipped = checks
+        check = {"folder": str(check_folder), "skipped": check_skipped, **{
+            when: _evaluate(networks, first, package, check_cases_found, device, work / f"evaluation_check_{when}",
+                            localizer)
+            for when, networks in (("before", old_networks), ("after", new_networks))}}
     seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
     logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
                 [format_score(before["regions"][r.name]["dice"]) for r in KITS_REGIONS],

@@ -42,10 +42,15 @@ class FinetuneError(KidneyTumorSegError, ValueError):
     """Fine-tuning cannot run as asked; the message says what to change."""
 
 
-def _checked(cases: Sequence[TrainingCase], what: str, skipped: dict[str, str]) -> list[TrainingCase]:
-    """The ``cases`` that :func:`check_case` accepts; each other one is logged and added to ``skipped`` with why."""
+def _checked(folder: Path, found: Sequence[TrainingCase], what: str, incomplete: str
+             ) -> tuple[list[TrainingCase], dict[str, str]]:
+    """The cases ``found`` in ``folder`` that :func:`check_case` accepts, and the skipped ones (case id -> why):
+    each rejected case, logged, and each ``case_*`` folder that ``find_training_cases`` left out (``incomplete``)."""
+    names = {case.case_id for case in found}
+    skipped = {p.name: incomplete for p in sorted(folder.iterdir())
+               if p.is_dir() and p.name.startswith("case_") and p.name not in names}
     usable = []
-    for case in cases:
+    for case in found:
         try:
             check_case(case)
         except DatasetError as error:
@@ -53,7 +58,7 @@ def _checked(cases: Sequence[TrainingCase], what: str, skipped: dict[str, str]) 
             skipped[case.case_id] = str(error)
         else:
             usable.append(case)
-    return usable
+    return usable, skipped
 
 
 def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str, str]]:
@@ -69,11 +74,8 @@ def usable_corrections(corrections: Path) -> tuple[list[TrainingCase], dict[str,
         raise FinetuneError(f"{corrections} is not a corrections export: no case_<id> folder holds "
                             f"{CORRECTION_RECORD} (half-written exports lack it). {need} Give other training data "
                             f"as --replay.")
-    names = {case.case_id for case in found}
-    incomplete = f"incomplete export (no {CORRECTION_RECORD}, imaging or segmentation): export it again"
-    skipped = {p.name: incomplete for p in sorted(corrections.iterdir())
-               if p.is_dir() and p.name.startswith("case_") and p.name not in names}
-    usable = _checked(found, "correction", skipped)
+    usable, skipped = _checked(corrections, found, "correction",
+                               f"incomplete export (no {CORRECTION_RECORD}, imaging or segmentation): export it again")
     if len(usable) < MIN_CASES:
         bad = f" Skipped: {', '.join(sorted(skipped))}." if skipped else ""
         raise FinetuneError(f"{corrections} holds {len(usable)} usable corrected case(s).{bad} {need}")
@@ -90,10 +92,8 @@ def usable_check_cases(folder: Path, exclude: Sequence[str] = ()) -> tuple[list[
     except DatasetError as error:
         raise FinetuneError(f"The check cases: {error} Give --check-cases a dataset folder (KiTS or nnU-Net "
                             f"layout) of cases with reference masks that the model segmented before.") from error
-    names = {case.case_id for case in found}
-    skipped = {p.name: "no imaging or segmentation file: complete the case or remove its folder"
-               for p in sorted(folder.iterdir()) if p.is_dir() and p.name.startswith("case_") and p.name not in names}
-    usable = _checked(found, "check case", skipped)
+    usable, skipped = _checked(folder, found, "check case",
+                               "no imaging or segmentation file: complete the case or remove its folder")
     if not usable:
         raise FinetuneError(f"{folder} holds no usable check case (skipped: {', '.join(sorted(skipped))}); fix "
                             f"those cases or give another --check-cases folder.")
