@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION)
     parser.add_argument("--anchor-strength", type=float, default=defaults.ANCHOR_STRENGTH,
                         help="L2-SP pull toward the parent's weights (0 = off)")
+    parser.add_argument("--distill-weight", type=float, default=defaults.DISTILL_WEIGHT,
+                        help="distillation from the parent on the replayed patches (0 = off)")
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="acquisition", help="the shifted domain")
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
@@ -146,7 +148,8 @@ def main() -> None:
                       iterations=args.iterations, learning_rate=args.lr, work_dir=args.work / "finetune",
                       optimizer=args.optimizer, replay_ratio=args.replay_ratio, batch_dice=not args.sample_dice,
                       hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
-                      anchor_strength=args.anchor_strength, seed=args.seed, threads=args.threads, store=store)
+                      anchor_strength=args.anchor_strength,
+                      distill_weight=args.distill_weight, seed=args.seed, threads=args.threads, store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store.resolve(args.model), args.original, original)
@@ -156,7 +159,7 @@ def main() -> None:
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, "
           f"{'per-patch' if args.sample_dice else 'batch'} Dice, replay {args.replay} x{args.replay_ratio}, "
           f"hard-case class {args.hard_case_class} at {args.hard_case_fraction:g}, "
-          f"anchor {args.anchor_strength:g}, seed {args.seed}), "
+          f"anchor {args.anchor_strength:g}, distillation {args.distill_weight:g}, seed {args.seed}), "
           f"{seconds:.0f} s")
     print(f"shifted held-out: {result.holdout_ids}; original held-out: {original}")
     print("| domain | region | Dice before | Dice after | change |")

@@ -18,7 +18,7 @@ def test_the_command_and_the_api_share_the_defaults():
     pairs = {"epochs": "epochs", "iterations": "iterations", "lr": "learning_rate", "optimizer": "optimizer",
              "replay_ratio": "replay_ratio", "holdout": "holdout", "average_with_parent": "average_fraction",
              "hard_case_class": "hard_case_class", "hard_case_fraction": "hard_case_fraction",
-             "anchor_strength": "anchor_strength"}
+             "anchor_strength": "anchor_strength", "distill_weight": "distill_weight"}
     for option, parameter in pairs.items():
         assert getattr(args, option) == api[parameter].default, option
     assert (not args.sample_dice) is api["batch_dice"].default is defaults.BATCH_DICE
@@ -31,6 +31,9 @@ def test_the_command_and_the_api_share_the_defaults():
     assert args.anchor_strength == defaults.ANCHOR_STRENGTH
     assert parser.parse_args(["finetune", "--model", "m", "--corrections", "c", "--anchor-strength", "0.1"]
                              ).anchor_strength == 0.1
+    assert args.distill_weight == defaults.DISTILL_WEIGHT
+    assert parser.parse_args(["finetune", "--model", "m", "--corrections", "c", "--distill-weight", "2"]
+                             ).distill_weight == 2.0
     assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (
         defaults.EPOCHS, defaults.ITERATIONS, defaults.LEARNING_RATE, defaults.OPTIMIZER, defaults.REPLAY_RATIO,
         defaults.HOLDOUT)

@@ -10,11 +10,14 @@ benchmarks/finetune_phantom_settings.py compares other settings on the same phan
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from kidneytumorseg_training import finetune_defaults as defaults
 from kidneytumorseg_training.finetune import finetune
+from kidneytumorseg_training.finetune_data import FinetuneError
 from kidneytumorseg_training.synthetic.domain_phantoms import mean_dice, random_store, write_cases
 
 ORIGINAL_TEST_SEEDS = range(200, 206)  # never trained on
@@ -35,7 +38,7 @@ def shifted(tmp_path_factory):
     tuned = finetune(f"tiny@{trained.version}", corrections, replay=original, holdout=0.5, store=store,
                      epochs=40, iterations=defaults.ITERATIONS, learning_rate=1e-3, optimizer=defaults.OPTIMIZER,
                      replay_ratio=defaults.REPLAY_RATIO, work_dir=root / "finetune", seed=0, threads=1)
-    return {"store": store, "trained": trained, "tuned": tuned}
+    return {"store": store, "trained": trained, "tuned": tuned, "root": root}
 
 
 def test_the_starting_model_knows_the_original_domain_and_misses_the_shifted_tumor(shifted):
@@ -60,3 +63,25 @@ def test_the_original_domain_is_kept(shifted):
     assert after["kidney_and_mass"] >= before["kidney_and_mass"] - 0.02, (before, after)
     # Phantoms of 6 cases at 6 mm, one seed: mean over the regions within 0.05 (the full benchmark asks 0.02).
     assert np.mean(list(after.values())) >= np.mean(list(before.values())) - 0.05, (before, after)
+
+
+def test_distillation_runs_on_the_replayed_cases_only_and_needs_replay(shifted, tmp_path):
+    store, old = shifted["store"], shifted["tuned"].version
+    corrections = shifted["tuned"].package_path.parent  # any folder: refused before it is read
+    with pytest.raises(FinetuneError, match="distill_weight distils the parent on the replayed cases.*--replay"):
+        finetune(f"tiny@{old}", corrections, distill_weight=1.0, store=store, work_dir=tmp_path / "refused")
+    with pytest.raises(FinetuneError, match="distill_weight must be a number >= 0"):
+        finetune(f"tiny@{old}", corrections, replay=corrections, distill_weight=-1.0, store=store,
+                 work_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    root = shifted["root"]
+    result = finetune(f"tiny@{old}", root / "corrections", replay=root / "original", holdout=0.5, epochs=1,
+                      iterations=2, distill_weight=2.0, store=store, work_dir=tmp_path / "work", seed=0, threads=1)
+    report = json.loads((tmp_path / "work" / "report.json").read_text())
+    member = store.resolve(f"tiny@{old}").segmenters[0].name
+    config = json.loads((tmp_path / "work" / "runs" / member / "config.json").read_text())
+    assert config["distill_weight"] == 2.0 == store.resolve(f"tiny@{result.version}").provenance["settings"][
+        "distill_weight"]
+    # the parent's output is kept on the replayed cases only: never on a correction the fine-tune learns from
+    assert report["replay_ids"] and sorted(config["distill_ids"]) == report["replay_ids"]
+    assert not set(config["distill_ids"]) & set(result.train_ids) and set(result.train_ids) <= set(config["train_ids"])

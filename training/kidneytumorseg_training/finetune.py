@@ -53,6 +53,7 @@ from kidneytumorseg_training.finetune_data import FinetuneError, add_replay, usa
 from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
 from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, validate_plans
 from kidneytumorseg_training.preprocessing import preprocess_dataset
+from kidneytumorseg_training.replay_distillation import check_weight
 from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig, hard_case_problems
@@ -156,7 +157,7 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
 
 def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
                     replay_ratio: float, hard_case_class: int | None = None, hard_case_fraction: float = 0.0,
-                    anchor_strength: float = 0.0) -> None:
+                    anchor_strength: float = 0.0, distill_weight: float = 0.0, replay: bool = True) -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
@@ -174,6 +175,12 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
         check_strength(anchor_strength)
     except ValueError:
         problems.append(f"anchor_strength must be a number >= 0 (0 = off), got {anchor_strength!r}")
+    try:
+        if check_weight(distill_weight) and not replay:
+            problems.append("distill_weight distils the parent on the replayed cases, and no replay data is given; "
+                            "give --replay (the original training data) or set distill_weight to 0")
+    except ValueError:
+        problems.append(f"distill_weight must be a number >= 0 (0 = off), got {distill_weight!r}")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
@@ -197,7 +204,7 @@ def _preprocess(segmenters: Sequence[MemberSpec], cases: Sequence[TrainingCase],
                                 f"({', '.join(f'{k}: {v}' for k, v in done.skipped.items())}); fix those cases.")
         extra = add_replay(replay, plans, folder, len(ids), replay_ratio, seed) if replay is not None else []
         replay_ids += [i for i in extra if i not in replay_ids]
-        groups[key] = {"folder": folder, "ids": ids + extra}
+        groups[key] = {"folder": folder, "ids": ids + extra, "replay": extra}
     return groups, replay_ids
 
 
@@ -223,19 +230,22 @@ def _epoch_progress(report: Callable[[int, int], None]) -> Iterator[None]:
         trainer_log.setLevel(level)
 
 
-def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor], folder: Path, ids: list[str],
+def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor], group: Mapping[str, Any],
                   work: Path, options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Train one segmenter from its packaged (verified) weights; return the fine-tuned weights."""
     initial = _write_weights(parent_weights, work / "initial" / f"{member.name}.safetensors")
     # The deep-supervision heads are part of the network whether or not they are used, so the packaged
     # weights (saved without deep supervision) load strictly into the training network.
     config = TrainingConfig(
-        preprocessed=str(folder), train_ids=ids, epochs=options["epochs"], iterations_per_epoch=options["iterations"],
-        batch_size=BATCH_SIZE, patch_size=list(member.patch_size), network={**member.network, "deep_supervision": True},
+        preprocessed=str(group["folder"]), train_ids=group["ids"], epochs=options["epochs"],
+        iterations_per_epoch=options["iterations"],
+        batch_size=BATCH_SIZE, patch_size=list(member.patch_size),
+        network={**member.network, "deep_supervision": True},
         optimizer=options["optimizer"], learning_rate=options["learning_rate"], deep_supervision=True,
         loss_options={"batch_dice": options["batch_dice"]},
         hard_case_class=options["hard_case_class"], hard_case_fraction=options["hard_case_fraction"],
         anchor_strength=options["anchor_strength"],
+        distill_weight=options["distill_weight"], distill_ids=group["replay"] if options["distill_weight"] else [],
         augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
         num_workers=options["workers"], device=options["device"], threads=options["threads"],
         initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
@@ -251,7 +261,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
              hard_case_class: int | None = defaults.HARD_CASE_CLASS,
              hard_case_fraction: float = defaults.HARD_CASE_FRACTION,
-             anchor_strength: float = defaults.ANCHOR_STRENGTH, check_cases: str | os.PathLike[str] | None = None,
+             anchor_strength: float = defaults.ANCHOR_STRENGTH, distill_weight: float = defaults.DISTILL_WEIGHT,
+             check_cases: str | os.PathLike[str] | None = None,
              store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
              threads: int | None = None, workers: int = 0,
@@ -265,7 +276,9 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     the Dice term over the whole batch (as the bundled members were trained), else per patch. ``hard_case_class`` c
     and ``hard_case_fraction`` f: that share of the patches is centred on label c (the parent's sampling; the bundled
     members oversampled cysts, 3, at 0.33). ``anchor_strength`` s > 0: L2-SP, a pull of ``s * (w - w_parent)`` on
-    every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``check_cases``: a dataset folder of
+    every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``distill_weight`` d > 0: on the
+    replayed cases' patches the loss gains d x KL(parent || member), the parent's own output kept as a target
+    (:mod:`kidneytumorseg_training.replay_distillation`; needs ``replay``). ``check_cases``: a dataset folder of
     earlier cases with reference masks, scored by the old and new members too (``check`` in the report): the
     held-out corrections show what a fine-tune gains, these what it costs the cases the model handled. ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
@@ -273,7 +286,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio, hard_case_class,
-                    hard_case_fraction, anchor_strength)
+                    hard_case_fraction, anchor_strength, distill_weight, replay is not None)
     try:
         average_fraction = check_fraction(average_fraction)
     except KidneyTumorSegError as error:
@@ -305,7 +318,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                "optimizer": optimizer, "augmentation": augmentation, "holdout": holdout, "seed": seed,
                "replay_ratio": replay_ratio, "average_fraction": average_fraction, "batch_dice": bool(batch_dice),
                "hard_case_class": hard_case_class, "hard_case_fraction": float(hard_case_fraction),
-               "anchor_strength": float(anchor_strength),
+               "anchor_strength": float(anchor_strength), "distill_weight": float(distill_weight),
                "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it
@@ -316,7 +329,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         with (_epoch_progress(lambda done, total, s=stage, a=start: report_progress(s, a + span * done / total))
               if progress else contextlib.nullcontext()):
             parent_weights = load_member_weights(package, member)
-            tuned[member.name] = _train_member(member, parent_weights, group["folder"], group["ids"], work, options)
+            tuned[member.name] = _train_member(member, parent_weights, group, work, options)
         if average_fraction < 1.0:
             tuned[member.name] = average_weights(parent_weights, tuned[member.name], average_fraction)
     seconds["train"] = time.perf_counter() - started - seconds["preprocess"]

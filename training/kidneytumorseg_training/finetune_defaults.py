@@ -34,6 +34,9 @@ HARD_CASE_FRACTION = 0.33
 # L2-SP (weight_anchor.py): each step pulls the weights back toward the parent's by ANCHOR_STRENGTH * (w - w_parent);
 # 0.0 = off. At 0.1 it halved the gain and the loss alike; at 0.01 it changed nothing (stop 27).
 ANCHOR_STRENGTH = 0.0
+# Distillation from the parent on the replayed cases' patches (replay_distillation.py): the loss gains
+# DISTILL_WEIGHT x KL(parent || member) there; 0.0 = off.
+DISTILL_WEIGHT = 0.0
 REPLAY_RATIO = 4.0  # replayed cases per corrected training case: a fifth of the patches are corrections
 HOLDOUT = 0.3  # fraction of the corrections held out to compare the old and new versions
 # Share of the fine-tuned weights in the new version: (1 - A) * parent + A * fine-tuned (WiSE-FT, weight_averaging.py);

@@ -122,7 +122,8 @@ class MemberPatchDataset(PatchDataset):
         label = apply_label_map(np.asarray(label), self.label_map)
         return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
-                "foreground_class": -1 if choice.foreground_class is None else choice.foreground_class}
+                "foreground_class": -1 if choice.foreground_class is None else choice.foreground_class,
+                "case_id": choice.case_id}
 
 
 def patch_dataset(config: TrainingConfig, plans: Mapping[str, Any], case_ids: Sequence[str],

@@ -192,7 +192,8 @@ class PatchDataset(torch.utils.data.Dataset):
             image, label = self.augment(image, label, choice.augmentation_seed)
         return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 "label": torch.from_numpy(np.ascontiguousarray(label).astype(np.int64)),
-                "foreground_class": -1 if choice.foreground_class is None else choice.foreground_class}
+                "foreground_class": -1 if choice.foreground_class is None else choice.foreground_class,
+                "case_id": choice.case_id}
 
 
 class BatchIndices(torch.utils.data.Sampler):

@@ -35,6 +35,7 @@ from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_initial_weights, save_checkpoint
 from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
 from kidneytumorseg_training.planning import load_plans
+from kidneytumorseg_training.replay_distillation import ReplayDistillation
 from kidneytumorseg_training.sampling import BatchIndices
 from kidneytumorseg_training.training_config import TrainingConfig
 from kidneytumorseg_training.weight_anchor import WeightAnchor
@@ -168,6 +169,9 @@ class Trainer:
             load_initial_weights(self.model, config.initial_weights, partial=config.initial_weights_partial)
         # L2-SP: the anchor is the starting weights, taken before a resume loads later ones
         self.anchor = WeightAnchor(self.model, config.anchor_strength) if config.anchor_strength else None
+        # distillation: the parent is a frozen copy of the starting weights, likewise taken before a resume
+        self.distillation = ReplayDistillation(self.model, config.distill_weight, config.distill_ids) \
+            if config.distill_weight else None
         self.optimizer = _make_optimizer(config, self.model.parameters())
         self.plateau = Plateau(config.lr, config.plateau_patience, config.plateau_factor)
         self.history: list[dict[str, Any]] = []
@@ -238,6 +242,9 @@ class Trainer:
             outputs = self.trained(image)
         outputs = [o.float() for o in outputs] if isinstance(outputs, (list, tuple)) else outputs.float()
         loss = self.loss(outputs, label)
+        if self.distillation is not None:
+            with _autocast(self.precision, self.device):
+                loss = loss + self.distillation.loss(image, batch["case_id"], outputs)
         if not torch.isfinite(loss):
             raise KidneyTumorSegError(f"The training loss became {loss.item()} (diverged). Lower the learning "
                                       f"rate or use --precision fp32, then resume from the last checkpoint.")

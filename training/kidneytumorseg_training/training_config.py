@@ -75,6 +75,10 @@ class TrainingConfig:
     initial_weights_partial: bool = False
     # L2-SP (weight_anchor.py): strength of the pull back toward initial_weights, 0 = off (fine-tuning)
     anchor_strength: float = 0.0
+    # Distillation from initial_weights on the patches of these (replayed) cases (replay_distillation.py): the loss
+    # gains distill_weight x the mean KL(parent || network) over their voxels; 0 = off (fine-tuning)
+    distill_weight: float = 0.0
+    distill_ids: list[str] = field(default_factory=list)
     name: str = "run"
     progress: bool = True
     # Members other than plain 3D segmenters (docs/cascades.md). All off by default, so a config.json written
@@ -106,6 +110,21 @@ class TrainingConfig:
             raise ValueError(f"Cases {overlap[:5]} are in both the training and the validation set; a validation "
                              f"score on training cases would be meaningless.")
 
+    def _check_distillation(self) -> None:
+        from kidneytumorseg_training.replay_distillation import check_weight
+
+        self.distill_weight = check_weight(self.distill_weight)
+        self.distill_ids = [str(i) for i in self.distill_ids]
+        if not self.distill_weight:
+            return
+        if not self.initial_weights:
+            raise ValueError("distill_weight distils from initial_weights (the parent), but initial_weights is not "
+                             "set; give the starting weights or set distill_weight to 0.")
+        unknown = sorted(set(self.distill_ids) - set(self.train_ids))
+        if not self.distill_ids or unknown:
+            raise ValueError(f"distill_ids must name training cases (the replayed ones) when distill_weight is set; "
+                             f"{'none given' if not self.distill_ids else f'not training cases: {unknown[:5]}'}.")
+
     def _check_member_settings(self) -> None:
         if self.label_map is not None:
             self.label_map = list(validate_label_map(self.label_map))
@@ -128,6 +147,7 @@ class TrainingConfig:
         if self.anchor_strength and not self.initial_weights:
             raise ValueError("anchor_strength pulls the weights toward initial_weights, but initial_weights is not "
                              "set; give the starting weights or set anchor_strength to 0.")
+        self._check_distillation()
         decay = self.deep_supervision_decay
         if decay is not None:
             if not isinstance(decay, dict) or set(decay) != set(DEEP_SUPERVISION_DECAY_KEYS):
