@@ -21,7 +21,13 @@ from kidneytumorseg.predictor import PredictionOptions, Predictor
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.cli.main import main
 from kidneytumorseg_training.finetune import finetune, next_patch_version, package_plans
-from kidneytumorseg_training.finetune_data import REPLAY_PREFIX, FinetuneError, add_replay, replay_subset
+from kidneytumorseg_training.finetune_data import (
+    REPLAY_PREFIX,
+    FinetuneError,
+    add_replay,
+    replay_subset,
+    replayed_check_cases,
+)
 from kidneytumorseg_training.trainer import LATEST
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
@@ -178,6 +184,7 @@ def test_check_cases_show_what_the_fine_tune_does_to_earlier_cases(finetuned):
     report = json.loads(result.report_path.read_text())
     assert report["check"]["before"] == result.check_before and report["check"]["after"] == result.check_after
     assert list(report["check"]["skipped"]) == ["case_00998"] and "label" in report["check"]["skipped"]["case_00998"]
+    assert report["check"]["replayed"] == []  # no replay data in this fine-tune
     # the case that is also a correction is named: its score flatters the new version
     assert any("case_00112" in m and "also corrections" in m for m in finetuned["messages"])
     markdown = (result.report_path.parent / "report.md").read_text()
@@ -332,6 +339,14 @@ def test_package_plans_keep_the_members_image_interpolation(tmp_path):
     manifest_path.write_text(json.dumps(manifest))
     spline = ModelPackage.load(manifest_path.parent).segmenters[0]
     assert package_plans(spline, "d")["image_interpolation"] == "bspline"
+
+
+def test_check_cases_that_were_also_replayed_are_named(caplog):
+    replay = [f"{REPLAY_PREFIX}case_00002", f"{REPLAY_PREFIX}case_00007"]
+    with caplog.at_level(logging.WARNING):
+        assert replayed_check_cases(["case_00007", "case_00112"], replay) == ["case_00007"]
+    assert "case_00007" in caplog.text and "replayed cases the fine-tune trains on" in caplog.text
+    assert replayed_check_cases(["case_00112"], replay) == []
 
 
 def test_replay_is_a_seeded_subset_sized_by_the_ratio():

@@ -40,6 +40,9 @@ def test_report_adds_the_check_cases_when_it_has_them():
     assert "| tumor | 0.500 | 0.600 | 0.250 | 0.300 |" in held_out
     assert "(`/earlier`)" in check and "2 case(s): d, f; skipped: e" in check
     assert "| tumor | 0.900 | 0.700 | 0.450 | 0.350 |" in check
+    assert "also replayed" not in check
+    report["check"]["replayed"] = ["f"]
+    assert "- also replayed in the fine-tune (their scores flatter the new version): f" in report_markdown(report)
 
 
 def test_format_score():

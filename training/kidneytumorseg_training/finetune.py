@@ -49,7 +49,13 @@ from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
     TrainingCase,
 )
-from kidneytumorseg_training.finetune_data import FinetuneError, add_replay, usable_check_cases, usable_corrections
+from kidneytumorseg_training.finetune_data import (
+    FinetuneError,
+    add_replay,
+    replayed_check_cases,
+    usable_check_cases,
+    usable_corrections,
+)
 from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
 from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, validate_plans
 from kidneytumorseg_training.preprocessing import preprocess_dataset
@@ -312,6 +318,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     segmenters = list(package.segmenters)
     groups, replay_ids = _preprocess(segmenters, [by_id[i] for i in train_ids], corrections, replay_dir, work,
                                      replay_ratio, seed)
+    replayed = replayed_check_cases([c.case_id for c in checks[0]], replay_ids) if checks is not None else []
     seconds = {"preprocess": time.perf_counter() - started}
 
     options = {"epochs": epochs, "iterations": iterations, "learning_rate": float(learning_rate),
@@ -349,7 +356,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     check = None
     if checks is not None:
         check_cases_found, check_skipped = checks
-        check = {"folder": str(check_folder), "skipped": check_skipped, **{
+        check = {"folder": str(check_folder), "skipped": check_skipped, "replayed": replayed, **{
             when: _evaluate(networks, first, package, check_cases_found, device, work / f"evaluation_check_{when}",
                             localizer)
             for when, networks in (("before", old_networks), ("after", new_networks))}}

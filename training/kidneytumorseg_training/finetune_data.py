@@ -104,6 +104,17 @@ def usable_check_cases(folder: Path, exclude: Sequence[str] = ()) -> tuple[list[
     return usable, skipped
 
 
+def replayed_check_cases(check_ids: Sequence[str], replay_ids: Sequence[str]) -> list[str]:
+    """The check cases that the fine-tune also trained on as replayed cases (named in a warning): their scores
+    after fine-tuning say less about what the fine-tune costs unseen cases."""
+    replayed = {i[len(REPLAY_PREFIX):] if i.startswith(REPLAY_PREFIX) else i for i in replay_ids}
+    seen = sorted(set(check_ids) & replayed)
+    if seen:
+        logger.warning("check case(s) %s are also among the replayed cases the fine-tune trains on; their scores "
+                       "flatter the new version. Check on cases that are not in the --replay data.", ", ".join(seen))
+    return seen
+
+
 def replay_subset(replay_ids: Sequence[str], corrections: int, ratio: float, seed: int) -> list[str]:
     """``round(corrections * ratio)`` of the replay cases (all when there are fewer), drawn with ``seed``.
 

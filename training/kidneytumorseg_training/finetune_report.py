@@ -46,7 +46,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     if check:
         lines += ["", f"## The check cases (`{check['folder']}`): what the fine-tune costs the earlier cases", "",
                   f"- {len(check['before']['case_ids'])} case(s): {', '.join(check['before']['case_ids'])}; "
-                  f"skipped: {', '.join(check['skipped']) or 'none'}", "", *_table(check["before"], check["after"])]
+                  f"skipped: {', '.join(check['skipped']) or 'none'}",
+                  *([f"- also replayed in the fine-tune (their scores flatter the new version): "
+                     f"{', '.join(check['replayed'])}"] if check.get("replayed") else []),
+                  "", *_table(check["before"], check["after"])]
     return "\n".join(lines) + "\n"
 
 
