@@ -87,6 +87,7 @@ class KidneyTumorSegParameterNode:
     quality: Annotated[str, Choice(list(QUALITIES))] = "default"
     replace: bool = False
     correctionsDir: pathlib.Path = DEFAULT_CORRECTIONS_DIR  # noqa: N815
+    checkCasesDir: pathlib.Path = pathlib.Path()  # noqa: N815 - empty: fine-tune without check cases
     caseId: str  # noqa: N815
     note: str
 
@@ -308,15 +309,13 @@ class KidneyTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFinetune(self):
         p = self._parameterNode
-        self._startOrCancel("fine-tuning", lambda: FinetuneLogic(self.store).start(p.model, p.correctionsDir,
-                                                                                  device=p.device))
+        self._startOrCancel("fine-tuning", lambda: FinetuneLogic(self.store).start(
+            p.model, p.correctionsDir, device=p.device, check_cases_dir=p.checkCasesDir))
 
     def _finetuned(self, result):
         self.refreshModels()
         (self._parameterNode or self.logic.getParameterNode()).model = result.model
-        dice = "; ".join(f"{region} {_number(result.before.get(region))} -> {_number(value)}"
-                         for region, value in result.after.items())
-        self.ui.finetuneStatusLabel.text = f"New version {result.model} selected; held-out Dice {dice}. {result.report}"
+        self.ui.finetuneStatusLabel.text = f"New version {result.model} selected; {result.summary()}"
 
     def refreshModels(self):
         entries, selected = self.store.list(), self._parameterNode.model if self._parameterNode else ""
@@ -360,10 +359,6 @@ class KidneyTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if spec and slicer.util.confirmYesNoDisplay(f"Remove the model package {spec} from this computer?"):
             _tryOrShow("Could not remove the package.", _waiting(self.store.remove), spec)
             self.refreshModels()
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 class KidneyTumorSegTest(ScriptedLoadableModuleTest):

@@ -1,7 +1,8 @@
 """Fine-tune a model package on exported corrections in a background process -> a new registered version.
 
-    job = FinetuneLogic().start("kits-demo@1.0.0", corrections_dir)
+    job = FinetuneLogic().start("kits-demo@1.0.0", corrections_dir, check_cases_dir=earlier_cases)
     result = job.wait()          # FinetuneResult: result.model == "kits-demo@1.0.1", in the model store
+    result.check_after           # Dice per KiTS region of the new version on the earlier cases (with check_cases_dir)
 
 The training package's ``finetune`` does the work (``--progress json``); the old version stays installed and
 unchanged. A cancelled run leaves the store as it was.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,31 @@ LOGGER = logging.getLogger("KidneyTumorSegLib")
 
 @dataclass
 class FinetuneResult:
-    """The new version (``name@version``), where it lies, its report and the held-out metrics."""
+    """The new version (``name@version``), where it lies, its report, the held-out metrics, and with check cases
+    the old and new versions' Dice per KiTS region on them (empty without)."""
 
     model: str
     package: Path
     report: Path | None
     before: dict[str, Any]
     after: dict[str, Any]
+    check_before: dict[str, Any] = field(default_factory=dict)
+    check_after: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line for the module: the Dice changes per KiTS region, held out and on the check cases, and the
+        report's path."""
+        def changes(before: dict[str, Any], after: dict[str, Any]) -> str:
+            return "; ".join(f"{region} {_number(before.get(region))} -> {_number(value)}"
+                             for region, value in after.items())
+
+        earlier = f" Earlier (check) cases Dice {changes(self.check_before, self.check_after)}." \
+            if self.check_after else ""
+        return f"held-out Dice {changes(self.before, self.after)}.{earlier} {self.report or ''}".rstrip()
+
+
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 class FinetuneLogic:
@@ -47,10 +66,13 @@ class FinetuneLogic:
         self.process_factory = process_factory
 
     def start(self, model: str, corrections_dir: str | Path, work_dir: str | Path | None = None,
-              device: str = "auto", extra_args: tuple[str, ...] = ()) -> BackgroundJob:
+              device: str = "auto", extra_args: tuple[str, ...] = (),
+              check_cases_dir: str | Path | None = None) -> BackgroundJob:
         """Check the model and the corrections, then start fine-tuning; the job to poll or wait on.
 
-        ``extra_args`` go to the command as they are (e.g. ``("--epochs", "2")``), as a list, never a shell."""
+        ``check_cases_dir``: earlier cases with reference masks (KiTS or nnU-Net layout) that both versions also
+        segment, to show what the fine-tune costs them (None or empty: none). ``extra_args`` go to the command as
+        they are (e.g. ``("--epochs", "2")``), as a list, never a shell."""
         corrections = Path(corrections_dir).expanduser()
         cases = sorted(p for p in corrections.glob("case_*/correction.json")) if corrections.is_dir() else []
         if not cases:
@@ -63,8 +85,16 @@ class FinetuneLogic:
             spec = self.store.find(model).spec
         except KidneyTumorSegError as error:
             raise InputError(f"The model '{model}' is not installed (any more): {error}") from error
+        extra = tuple(extra_args)
+        if check_cases_dir is not None and str(check_cases_dir).strip() not in ("", "."):
+            check = Path(check_cases_dir).expanduser()
+            if not check.is_dir():
+                raise InputError(f"The check-cases folder {check} does not exist. Choose a folder of earlier cases "
+                                 "with reference masks (case_*/imaging.nii.gz and segmentation.nii.gz), or clear "
+                                 "the field to fine-tune without check cases.")
+            extra += ("--check-cases", str(check))
         work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="KidneyTumorSeg-finetune-"))
-        argv = self.command.finetune(spec, corrections, work, device=device, extra=extra_args)
+        argv = self.command.finetune(spec, corrections, work, device=device, extra=extra)
         process = self.process_factory(argv, env=self.command.environment())
         job = BackgroundJob(process, lambda results: self._take_result(results[-1]), description="fine-tuning")
         process.start()
@@ -81,4 +111,5 @@ class FinetuneLogic:
         report = event.get("report")
         return FinetuneResult(entry.spec, Path(str(event.get("package") or entry.path)),
                               Path(str(report)) if report else None,
-                              dict(event.get("before") or {}), dict(event.get("after") or {}))
+                              dict(event.get("before") or {}), dict(event.get("after") or {}),
+                              dict(event.get("check_before") or {}), dict(event.get("check_after") or {}))

@@ -62,6 +62,27 @@ def test_finetune_from_two_exported_corrections_registers_a_new_version(store, c
     assert _hashes(old.path) == old_files  # the old version stays usable, unchanged
 
 
+def test_check_cases_are_scored_by_both_versions(store, command, two_corrections, scene, ct_node, tmp_path):
+    path = write_segmentation(sitk.ReadImage(str(SAMPLE_REFERENCE)), tmp_path / "earlier.seg.nrrd")
+    node = put_result(scene, ct_node, path, attributes={MODEL_ATTRIBUTE: "kits-demo@1.0.0"})
+    earlier = tmp_path / "earlier"
+    export_correction(ct_node, node, earlier, case_id="earlier1")  # an exported case is a KiTS-layout case
+    logic = FinetuneLogic(store=store, command=command)
+    with pytest.raises(InputError, match="check-cases folder .*missing does not exist.*clear the field"):
+        logic.start("tiny", two_corrections, check_cases_dir=tmp_path / "missing")
+    job = logic.start("tiny", two_corrections, work_dir=tmp_path / "work", device="cpu", extra_args=SHORT,
+                      check_cases_dir=earlier)
+    result = job.wait()
+    assert set(result.check_before) == set(result.check_after) == {"kidney_and_mass", "mass", "tumor"}
+    report = (tmp_path / "work" / "report.md").read_text()
+    assert "## The check cases" in report and "earlier1" in report
+    assert "Earlier (check) cases Dice kidney_and_mass" in result.summary() and str(result.report) in result.summary()
+    # without check cases (an empty field in the module is "."): none, and the summary says nothing of them
+    plain = logic.start("tiny", two_corrections, work_dir=tmp_path / "plain", device="cpu", extra_args=SHORT,
+                        check_cases_dir=Path(".")).wait()
+    assert plain.check_after == {} and "Earlier" not in plain.summary()
+
+
 def test_cancelled_finetune_leaves_the_store_as_it_was(store, command, two_corrections, tmp_path):
     before = [entry.spec for entry in store.list()]
     job = FinetuneLogic(store=store, command=command).start("tiny", two_corrections, device="cpu",
