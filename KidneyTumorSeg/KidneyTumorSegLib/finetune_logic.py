@@ -40,16 +40,17 @@ class FinetuneResult:
     check_before: dict[str, Any] = field(default_factory=dict)
     check_after: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> str:
-        """One line for the module: the Dice changes per KiTS region, held out and on the check cases, and the
-        report's path."""
+    def summary(self, report: bool = True) -> str:
+        """One line for the module and the web page: the Dice changes per KiTS region, held out and on the check
+        cases, and (``report``) the report's path."""
         def changes(before: dict[str, Any], after: dict[str, Any]) -> str:
             return "; ".join(f"{region} {_number(before.get(region))} -> {_number(value)}"
                              for region, value in after.items())
 
         earlier = f" Earlier (check) cases Dice {changes(self.check_before, self.check_after)}." \
             if self.check_after else ""
-        return f"held-out Dice {changes(self.before, self.after)}.{earlier} {self.report or ''}".rstrip()
+        path = f" {self.report}" if report and self.report else ""
+        return f"held-out Dice {changes(self.before, self.after) or 'n/a'}.{earlier}{path}"
 
 
 def _number(value: Any) -> str:

@@ -77,6 +77,7 @@ def test_check_cases_are_scored_by_both_versions(store, command, two_corrections
     report = (tmp_path / "work" / "report.md").read_text()
     assert "## The check cases" in report and "earlier1" in report
     assert "Earlier (check) cases Dice kidney_and_mass" in result.summary() and str(result.report) in result.summary()
+    assert str(result.report) not in result.summary(report=False)  # the web page: no server path
     # without check cases (an empty field in the module is "."): none, and the summary says nothing of them
     plain = logic.start("tiny", two_corrections, work_dir=tmp_path / "plain", device="cpu", extra_args=SHORT,
                         check_cases_dir=Path(".")).wait()

@@ -270,9 +270,7 @@ class Session:
     @reported
     def _finetuned(self, result: Any) -> None:
         self.refresh_models(select=result.model)
-        dice = "; ".join(f"{region} {_number(result.before.get(region))} -> {_number(value)}"
-                         for region, value in result.after.items())
-        self.state.message = f"New version {result.model} selected (held-out Dice {dice or 'n/a'})."
+        self.state.message = f"New version {result.model} selected: {result.summary(report=False)}"
 
     def cancel(self, kind: str) -> None:
         self.jobs.cancel(kind)
@@ -289,10 +287,6 @@ def _stem(name: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)] or "CT"
     return name or "CT"
-
-
-def _number(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def _remove_node(scene: Any, node: Any) -> None:
