@@ -120,8 +120,9 @@ def main() -> None:
     parser.add_argument("--hard-case-fraction", type=float, default=defaults.HARD_CASE_FRACTION)
     parser.add_argument("--anchor-strength", type=float, default=defaults.ANCHOR_STRENGTH,
                         help="L2-SP pull toward the parent's weights (0 = off)")
-    parser.add_argument("--distill-weight", type=float, default=defaults.DISTILL_WEIGHT,
-                        help="distillation from the parent on the replayed patches (0 = off)")
+    parser.add_argument("--distill-weight", type=float,
+                        help=f"distillation from the parent on the replayed patches (default "
+                             f"{defaults.DISTILL_WEIGHT:g} with --replay; 0 = off)")
     parser.add_argument("--shift", choices=sorted(SHIFTS), default="acquisition", help="the shifted domain")
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="fine-tuning seed: the held-out half of the corrections, the replayed cases, the patches")
     args = parser.parse_args()
+    args.distill_weight = defaults.distill_weight_for(args.distill_weight, args.replay is not None)
     if args.work is None:
         suffix = "" if args.shift == "acquisition" else f"_{args.shift}"
         args.work = Path(f"work_runs/finetune_shifted{suffix}")

@@ -151,6 +151,7 @@ def test_members_train_with_the_batch_dice_the_bundled_members_were_trained_with
     assert (config["hard_case_class"], config["hard_case_fraction"]) == (3, 0.33)
     assert (settings["hard_case_class"], settings["hard_case_fraction"]) == (3, 0.33)
     assert config["anchor_strength"] == settings["anchor_strength"] == 0.0  # no L2-SP by default
+    assert config["distill_weight"] == settings["distill_weight"] == 0.0  # no replay data: no distillation
 
 
 def test_new_version_segments_through_the_predictor(finetuned):

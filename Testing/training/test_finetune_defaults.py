@@ -31,7 +31,10 @@ def test_the_command_and_the_api_share_the_defaults():
     assert args.anchor_strength == defaults.ANCHOR_STRENGTH
     assert parser.parse_args(["finetune", "--model", "m", "--corrections", "c", "--anchor-strength", "0.1"]
                              ).anchor_strength == 0.1
-    assert args.distill_weight == defaults.DISTILL_WEIGHT
+    # distillation works on replayed cases: the default weight with replay data, off without, as asked if given
+    assert args.distill_weight is None is api["distill_weight"].default
+    assert defaults.distill_weight_for(None, replay=True) == defaults.DISTILL_WEIGHT == 5.0
+    assert defaults.distill_weight_for(None, replay=False) == 0.0 and defaults.distill_weight_for(0.0, True) == 0.0
     assert parser.parse_args(["finetune", "--model", "m", "--corrections", "c", "--distill-weight", "2"]
                              ).distill_weight == 2.0
     assert (args.epochs, args.iterations, args.lr, args.optimizer, args.replay_ratio, args.holdout) == (

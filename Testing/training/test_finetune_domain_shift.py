@@ -78,6 +78,9 @@ def test_distillation_runs_on_the_replayed_cases_only_and_needs_replay(shifted, 
     result = finetune(f"tiny@{old}", root / "corrections", replay=root / "original", holdout=0.5, epochs=1,
                       iterations=2, distill_weight=2.0, store=store, work_dir=tmp_path / "work", seed=0, threads=1)
     report = json.loads((tmp_path / "work" / "report.json").read_text())
+    assert shifted["tuned"].package_path.is_dir()
+    default = json.loads((shifted["root"] / "finetune" / "report.json").read_text())["settings"]["distill_weight"]
+    assert default == defaults.DISTILL_WEIGHT  # with replay data the fixture's fine-tune distils by default
     member = store.resolve(f"tiny@{old}").segmenters[0].name
     config = json.loads((tmp_path / "work" / "runs" / member / "config.json").read_text())
     assert config["distill_weight"] == 2.0 == store.resolve(f"tiny@{result.version}").provenance["settings"][

@@ -267,7 +267,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              average_fraction: float = defaults.AVERAGE_FRACTION, batch_dice: bool = defaults.BATCH_DICE,
              hard_case_class: int | None = defaults.HARD_CASE_CLASS,
              hard_case_fraction: float = defaults.HARD_CASE_FRACTION,
-             anchor_strength: float = defaults.ANCHOR_STRENGTH, distill_weight: float = defaults.DISTILL_WEIGHT,
+             anchor_strength: float = defaults.ANCHOR_STRENGTH, distill_weight: float | None = None,
              check_cases: str | os.PathLike[str] | None = None,
              store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
@@ -284,13 +284,15 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     members oversampled cysts, 3, at 0.33). ``anchor_strength`` s > 0: L2-SP, a pull of ``s * (w - w_parent)`` on
     every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``distill_weight`` d > 0: on the
     replayed cases' patches the loss gains d x KL(parent || member), the parent's own output kept as a target
-    (:mod:`kidneytumorseg_training.replay_distillation`; needs ``replay``). ``check_cases``: a dataset folder of
+    (:mod:`kidneytumorseg_training.replay_distillation`; needs ``replay``; None: 5 with ``replay``, else 0 = off).
+    ``check_cases``: a dataset folder of
     earlier cases with reference masks, scored by the old and new members too (``check`` in the report): the
     held-out corrections show what a fine-tune gains, these what it costs the cases the model handled. ``work_dir``
     (default ``./finetune_<name>_<version>``) keeps the preprocessed data, the runs and the report;
     ``progress(stage, fraction)`` is called as the stages advance, and after every training epoch."""
     started = time.perf_counter()
     report_progress: Progress = progress or (lambda stage, fraction: None)
+    distill_weight = defaults.distill_weight_for(distill_weight, replay is not None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio, hard_case_class,
                     hard_case_fraction, anchor_strength, distill_weight, replay is not None)
     try:

@@ -93,10 +93,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     schedule.add_argument("--anchor-strength", type=float, default=defaults.ANCHOR_STRENGTH, metavar="S",
                           help=f"L2-SP: pull every weight back toward the parent's by S x (w - w_parent) each step, "
                                f"so the network forgets less (default {defaults.ANCHOR_STRENGTH:g} = off)")
-    schedule.add_argument("--distill-weight", type=float, default=defaults.DISTILL_WEIGHT, metavar="D",
+    schedule.add_argument("--distill-weight", type=float, metavar="D",
                           help=f"on the replayed cases' patches, add D x KL(parent || network) to the loss, so the "
                                f"network keeps the parent's output on the original data (needs --replay; default "
-                               f"{defaults.DISTILL_WEIGHT:g} = off)")
+                               f"{defaults.DISTILL_WEIGHT:g} with --replay, else off; 0 = off)")
     schedule.add_argument("--no-augmentation", action="store_true", help="train without data augmentation")
     schedule.add_argument("--average-with-parent", type=float, default=defaults.AVERAGE_FRACTION, metavar="A",
                           help=f"share of the fine-tuned weights in the new version: (1 - A) x parent + A x "
