@@ -88,6 +88,7 @@ class KidneyTumorSegParameterNode:
     replace: bool = False
     correctionsDir: pathlib.Path = DEFAULT_CORRECTIONS_DIR  # noqa: N815
     checkCasesDir: pathlib.Path = pathlib.Path()  # noqa: N815 - empty: fine-tune without check cases
+    replayDir: pathlib.Path = pathlib.Path()  # noqa: N815 - empty: fine-tune without replayed original data
     caseId: str  # noqa: N815
     note: str
 
@@ -310,7 +311,7 @@ class KidneyTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFinetune(self):
         p = self._parameterNode
         self._startOrCancel("fine-tuning", lambda: FinetuneLogic(self.store).start(
-            p.model, p.correctionsDir, device=p.device, check_cases_dir=p.checkCasesDir))
+            p.model, p.correctionsDir, device=p.device, check_cases_dir=p.checkCasesDir, replay_dir=p.replayDir))
 
     def _finetuned(self, result):
         self.refreshModels()

@@ -68,11 +68,13 @@ class FinetuneLogic:
 
     def start(self, model: str, corrections_dir: str | Path, work_dir: str | Path | None = None,
               device: str = "auto", extra_args: tuple[str, ...] = (),
-              check_cases_dir: str | Path | None = None) -> BackgroundJob:
+              check_cases_dir: str | Path | None = None, replay_dir: str | Path | None = None) -> BackgroundJob:
         """Check the model and the corrections, then start fine-tuning; the job to poll or wait on.
 
         ``check_cases_dir``: earlier cases with reference masks (KiTS or nnU-Net layout) that both versions also
-        segment, to show what the fine-tune costs them (None or empty: none). ``extra_args`` go to the command as
+        segment, to show what the fine-tune costs them (None or empty: none). ``replay_dir``: the original training
+        data (a dataset folder, or the preprocessed folder), mixed in and distilled on so that the new version keeps
+        what the old one knew (None or empty: none). ``extra_args`` go to the command as
         they are (e.g. ``("--epochs", "2")``), as a list, never a shell."""
         corrections = Path(corrections_dir).expanduser()
         cases = sorted(p for p in corrections.glob("case_*/correction.json")) if corrections.is_dir() else []
@@ -87,13 +89,16 @@ class FinetuneLogic:
         except KidneyTumorSegError as error:
             raise InputError(f"The model '{model}' is not installed (any more): {error}") from error
         extra = tuple(extra_args)
-        if check_cases_dir is not None and str(check_cases_dir).strip() not in ("", "."):
-            check = Path(check_cases_dir).expanduser()
-            if not check.is_dir():
-                raise InputError(f"The check-cases folder {check} does not exist. Choose a folder of earlier cases "
-                                 "with reference masks (case_*/imaging.nii.gz and segmentation.nii.gz), or clear "
-                                 "the field to fine-tune without check cases.")
-            extra += ("--check-cases", str(check))
+        for option, folder, what in (
+                ("--check-cases", check_cases_dir, "check-cases folder {} does not exist. Choose a folder of earlier "
+                 "cases with reference masks (case_*/imaging.nii.gz and segmentation.nii.gz)"),
+                ("--replay", replay_dir, "replay folder {} does not exist. Choose the original training data (a "
+                 "dataset folder with reference masks, or its preprocessed folder)")):
+            if folder is not None and str(folder).strip() not in ("", "."):
+                path = Path(folder).expanduser()
+                if not path.is_dir():
+                    raise InputError(f"The {what.format(path)}, or clear the field to fine-tune without it.")
+                extra += (option, str(path))
         work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="KidneyTumorSeg-finetune-"))
         argv = self.command.finetune(spec, corrections, work, device=device, extra=extra)
         process = self.process_factory(argv, env=self.command.environment())

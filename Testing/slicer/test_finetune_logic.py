@@ -4,6 +4,7 @@ process, a new registered version, the old one untouched; a cancel leaves the st
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from pathlib import Path
 
@@ -62,17 +63,24 @@ def test_finetune_from_two_exported_corrections_registers_a_new_version(store, c
     assert _hashes(old.path) == old_files  # the old version stays usable, unchanged
 
 
-def test_check_cases_are_scored_by_both_versions(store, command, two_corrections, scene, ct_node, tmp_path):
+def test_check_cases_and_replay_data_from_the_module(store, command, two_corrections, scene, ct_node, tmp_path):
     path = write_segmentation(sitk.ReadImage(str(SAMPLE_REFERENCE)), tmp_path / "earlier.seg.nrrd")
     node = put_result(scene, ct_node, path, attributes={MODEL_ATTRIBUTE: "kits-demo@1.0.0"})
     earlier = tmp_path / "earlier"
     export_correction(ct_node, node, earlier, case_id="earlier1")  # an exported case is a KiTS-layout case
+    original = tmp_path / "original"
+    export_correction(ct_node, node, original, case_id="orig1")
     logic = FinetuneLogic(store=store, command=command)
     with pytest.raises(InputError, match="check-cases folder .*missing does not exist.*clear the field"):
         logic.start("tiny", two_corrections, check_cases_dir=tmp_path / "missing")
+    with pytest.raises(InputError, match="replay folder .*gone does not exist.*original training data"):
+        logic.start("tiny", two_corrections, replay_dir=tmp_path / "gone")
     job = logic.start("tiny", two_corrections, work_dir=tmp_path / "work", device="cpu", extra_args=SHORT,
-                      check_cases_dir=earlier)
+                      check_cases_dir=earlier, replay_dir=original)
     result = job.wait()
+    settings = json.loads((tmp_path / "work" / "report.json").read_text())
+    # the original data are replayed, and distilled on at the default weight
+    assert settings["replay_ids"] == ["replay_case_orig1"] and settings["settings"]["distill_weight"] == 5.0
     assert set(result.check_before) == set(result.check_after) == {"kidney_and_mass", "mass", "tumor"}
     report = (tmp_path / "work" / "report.md").read_text()
     assert "## The check cases" in report and "earlier1" in report
