@@ -25,9 +25,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the stage-1 run's)")
     parser.add_argument("--warm-start", type=Path, default=None,
                         help="stage 1's weights (.safetensors or checkpoint folder) to start from (default: random)")
+    parser.add_argument("--preprocessed", type=Path, default=None,
+                        help="the same cases preprocessed at the refiner's own spacing (default: stage 1's data)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    written = write_refiner_run(args.stage_one_run, args.output, args.patch, args.epochs, args.warm_start)
+    written = write_refiner_run(args.stage_one_run, args.output, args.patch, args.epochs, args.warm_start,
+                                args.preprocessed)
     logging.info("Wrote %s; start it with: kidneytumorseg-train train --resume %s", written, args.output)
 
 

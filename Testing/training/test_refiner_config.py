@@ -67,3 +67,33 @@ def test_a_warm_started_refiner_begins_from_stage_one_weights_except_its_heads(t
     other = [name for name in weights if name not in same]
     assert len(same) > 0.8 * len(weights)
     assert other and all(weights[name].shape[0] == 3 for name in other)  # the 3-class output heads
+
+
+def test_a_refiner_trains_and_exports_at_its_own_spacing_on_its_own_preprocessed_data(tmp_path: Path):
+    stage_one = TrainingConfig(preprocessed=str(write_tiny_preprocessed(tmp_path / "pre", cases=3)),
+                               train_ids=["case_00000", "case_00001"], val_ids=["case_00002"], epochs=1,
+                               iterations_per_epoch=1, val_iterations=1, seed=1, num_workers=0, threads=1,
+                               device="cpu", augmentation={"enabled": False})
+    train(stage_one, tmp_path / "fold0")
+    finer = write_tiny_preprocessed(tmp_path / "finer", cases=3)
+    plans = json.loads((finer / "plans.json").read_text())
+    plans["target_spacing"] = [3.0, 1.0, 1.0]
+    (finer / "plans.json").write_text(json.dumps(plans))
+
+    write_refiner_run(tmp_path / "fold0", tmp_path / "refiner", epochs=1, preprocessed=finer)
+    config = TrainingConfig.load(tmp_path / "refiner")
+    assert config.preprocessed == str(finer) and config.train_ids == stage_one.train_ids
+    train(config, tmp_path / "refiner")
+    package = export_package([tmp_path / "fold0", tmp_path / "refiner"], tmp_path / "package", name="two-stage",
+                             version="0.1.0")
+    model = json.loads((Path(package) / "model.json").read_text())
+    members = {m["role"]: m for m in model["members"]}
+    assert members["refiner"]["preprocessing"]["target_spacing"] == [3.0, 1.0, 1.0]
+    assert {**model["preprocessing"], **members["segmenter"].get("preprocessing", {})}["target_spacing"] == [
+        3.0, 2.0, 2.0]
+
+    (finer / "case_00002.json").unlink()
+    with pytest.raises(KidneyTumorSegError, match=r"lacks 1 case\(s\) of stage 1's split"):
+        write_refiner_run(tmp_path / "fold0", tmp_path / "other", preprocessed=finer)
+    with pytest.raises(KidneyTumorSegError, match="holds no plans.json"):
+        write_refiner_run(tmp_path / "fold0", tmp_path / "other", preprocessed=tmp_path / "nothing")

@@ -21,8 +21,11 @@ __all__ = ["STAGE_INPUT", "refiner_config", "write_refiner_run"]
 
 
 def refiner_config(stage_one: TrainingConfig, name: str, patch_size: Sequence[int] | None = None,
-                   epochs: int | None = None, warm_start: str | Path | None = None) -> TrainingConfig:
-    """``stage_one``'s run made a refiner: ``patch_size`` (None: the plan's), ``epochs`` (None: stage 1's).
+                   epochs: int | None = None, warm_start: str | Path | None = None,
+                   preprocessed: str | Path | None = None) -> TrainingConfig:
+    """``stage_one``'s run made a refiner: ``patch_size`` (None: the plan's), ``epochs`` (None: stage 1's),
+    ``preprocessed`` (None: stage 1's data; else a folder of the same cases at the refiner's own spacing, e.g.
+    finer than stage 1's: the engine resamples each member's input to its own spacing).
 
     Without ``warm_start`` the topology is the plan's and the weights random. With it (stage 1's weights: a
     ``.safetensors`` file, e.g. a package member's, or a checkpoint folder) the refiner keeps stage 1's topology
@@ -32,13 +35,15 @@ def refiner_config(stage_one: TrainingConfig, name: str, patch_size: Sequence[in
                    network=stage_one.network if warm_start else None,
                    patch_size=list(patch_size) if patch_size is not None else None,
                    epochs=epochs or stage_one.epochs, initial_weights=str(warm_start) if warm_start else None,
-                   initial_weights_partial=bool(warm_start), name=name)
+                   initial_weights_partial=bool(warm_start), name=name,
+                   preprocessed=str(preprocessed) if preprocessed is not None else stage_one.preprocessed)
 
 
 def write_refiner_run(stage_one_run: Path, output: Path, patch_size: Sequence[int] | None = None,
-                      epochs: int | None = None, warm_start: str | Path | None = None) -> Path:
+                      epochs: int | None = None, warm_start: str | Path | None = None,
+                      preprocessed: Path | None = None) -> Path:
     """Write ``output/config.json`` for a refiner of ``stage_one_run`` (see :func:`refiner_config`); refuses a
-    folder that holds a run."""
+    folder that holds a run, and ``preprocessed`` data that lack a case of stage 1's split."""
     if (output / CONFIG_NAME).exists():
         raise KidneyTumorSegError(f"{output} already holds a run; resume it with "
                                   f"`kidneytumorseg-train train --resume {output}` or choose a new folder.")
@@ -47,7 +52,21 @@ def write_refiner_run(stage_one_run: Path, output: Path, patch_size: Sequence[in
     if warm_start is not None and not Path(warm_start).exists():
         raise KidneyTumorSegError(f"Warm-start weights {warm_start} do not exist; give stage 1's .safetensors file "
                                   f"or checkpoint folder.")
-    config = refiner_config(TrainingConfig.load(stage_one_run), output.name, patch_size, epochs, warm_start)
+    stage_one = TrainingConfig.load(stage_one_run)
+    if preprocessed is not None:
+        _check_cases(Path(preprocessed), list(stage_one.train_ids) + list(stage_one.val_ids))
+    config = refiner_config(stage_one, output.name, patch_size, epochs, warm_start, preprocessed)
     output.mkdir(parents=True, exist_ok=True)
     config.save(output)
     return output / CONFIG_NAME
+
+
+def _check_cases(preprocessed: Path, case_ids: Sequence[str]) -> None:
+    if not (preprocessed / "plans.json").is_file():
+        raise KidneyTumorSegError(f"{preprocessed} holds no plans.json: give a folder written by "
+                                  f"`kidneytumorseg-train preprocess`.")
+    missing = [case for case in case_ids if not (preprocessed / f"{case}.json").is_file()]
+    if missing:
+        raise KidneyTumorSegError(f"{preprocessed} lacks {len(missing)} case(s) of stage 1's split (e.g. "
+                                  f"{missing[:3]}); preprocess them there with `kidneytumorseg-train preprocess "
+                                  f"... --cases` or give stage 1's data.")
