@@ -97,3 +97,21 @@ def test_a_refiner_trains_and_exports_at_its_own_spacing_on_its_own_preprocessed
         write_refiner_run(tmp_path / "fold0", tmp_path / "other", preprocessed=finer)
     with pytest.raises(KidneyTumorSegError, match="holds no plans.json"):
         write_refiner_run(tmp_path / "fold0", tmp_path / "other", preprocessed=tmp_path / "nothing")
+
+
+def test_every_validation_patch_of_a_refiner_holds_the_kidney_region_as_its_inference_crops_do(tmp_path: Path):
+    from kidneytumorseg_training.trainer import Trainer
+
+    folder = write_tiny_preprocessed(tmp_path / "pre", cases=4)
+    stage_one = TrainingConfig(preprocessed=str(folder), train_ids=["case_00000", "case_00001"],
+                               val_ids=["case_00002", "case_00003"], epochs=1, iterations_per_epoch=1,
+                               val_iterations=4, seed=1, num_workers=0, threads=1, device="cpu",
+                               augmentation={"enabled": False}, patch_size=[16, 16, 16])
+    train(stage_one, tmp_path / "fold0")
+    write_refiner_run(tmp_path / "fold0", tmp_path / "refiner", patch_size=(16, 16, 16), epochs=1)
+    refiner = Trainer(TrainingConfig.load(tmp_path / "refiner"), tmp_path / "refiner")
+    blank = [i for i in range(8) if not bool(refiner.val_data[i]["image"].any())]
+    assert blank == [], f"validation patches {blank} lie outside the kidney region: all masked"
+    segmenter = Trainer(stage_one, tmp_path / "fold0b")
+    labels = [segmenter.val_data[i]["label"] for i in range(8)]
+    assert any(not bool(label.any()) for label in labels), "a segmenter's validation still samples background"

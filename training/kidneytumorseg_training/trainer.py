@@ -134,6 +134,12 @@ def _augment(image: np.ndarray, label: np.ndarray, seed: int, *, config: Any, fu
     return function(image, label, config, seed)
 
 
+def _val_foreground_fraction(config: TrainingConfig) -> float:
+    """Half the validation patches are centred on foreground; a refiner's all are, as its inference crops hold the
+    stage-1 region (a patch outside it is blank and says nothing of the refiner)."""
+    return 1.0 if config.stage_input is not None else 0.5
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -191,8 +197,8 @@ class Trainer:
         self.val_data = None
         if config.val_ids:
             self.val_data = patch_dataset(config, self.plans, config.val_ids, self.patch_size, self.batch_size,
-                                          seed=config.seed + 1, rank=self.context.rank, foreground_fraction=0.5,
-                                          hard_case_fraction=0.0)
+                                          seed=config.seed + 1, rank=self.context.rank,
+                                          foreground_fraction=_val_foreground_fraction(config), hard_case_fraction=0.0)
         self.class_labels = output_labels_from_label_map(config.label_map) if config.label_map else \
             tuple(range(self.classes))
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16" and self.device.type == "cuda")
