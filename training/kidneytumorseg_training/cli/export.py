@@ -5,7 +5,7 @@ Examples::
     kidneytumorseg-train export runs/fold0 runs/fold1 -o packages/kits-demo --name kits-demo --version 1.0.0
     kidneytumorseg-train export runs/fold* --localizer runs/localizer -o pkg --name kits --version 2.0.0 --import
     kidneytumorseg-train export runs/refiner --base models/kits-demo/1.1.0 -o pkg --name kits-demo --version 1.2.0
-    kidneytumorseg-train export runs/fold1b --members fold1 --base models/kits-demo/1.3.0 --replace -o pkg \
+    kidneytumorseg-train export runs/fold1b --members fold1 --base models/kits-demo/1.3.0 --replace -o pkg \\
         --name kits-demo --version 1.4.0
 """
 
