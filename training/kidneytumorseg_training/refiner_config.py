@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg_training.planning import PLANS_NAME
+from kidneytumorseg_training.preprocessing import is_case_complete
 from kidneytumorseg_training.training_config import CONFIG_NAME, TrainingConfig
 
 STAGE_INPUT = {"mask_image": True, "mask_dilation_mm": 5.0, "fill": 0.0, "probability_channels": [],
@@ -62,10 +64,10 @@ def write_refiner_run(stage_one_run: Path, output: Path, patch_size: Sequence[in
 
 
 def _check_cases(preprocessed: Path, case_ids: Sequence[str]) -> None:
-    if not (preprocessed / "plans.json").is_file():
-        raise KidneyTumorSegError(f"{preprocessed} holds no plans.json: give a folder written by "
+    if not (preprocessed / PLANS_NAME).is_file():
+        raise KidneyTumorSegError(f"{preprocessed} holds no {PLANS_NAME}: give a folder written by "
                                   f"`kidneytumorseg-train preprocess`.")
-    missing = [case for case in case_ids if not (preprocessed / f"{case}.json").is_file()]
+    missing = [case for case in case_ids if not is_case_complete(preprocessed, case)]
     if missing:
         raise KidneyTumorSegError(f"{preprocessed} lacks {len(missing)} case(s) of stage 1's split (e.g. "
                                   f"{missing[:3]}); preprocess them there with `kidneytumorseg-train preprocess "
