@@ -48,7 +48,7 @@ def tiny(tmp_path) -> Path:
 def test_json_progress_logs_and_a_result_naming_the_new_version(tiny):
     check_cases = make_check_cases(tiny / "earlier")
     done = subprocess.run(_command(tiny, "--epochs", "2", "--iterations", "2", "--workers", "0",
-                                   "--check-cases", str(check_cases)),
+                                   "--check-cases", str(check_cases), "--precision", "fp32"),
                           capture_output=True, text=True, timeout=TIMEOUT, env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     events = _events(done.stdout)
@@ -67,6 +67,7 @@ def test_json_progress_logs_and_a_result_naming_the_new_version(tiny):
     assert result["model"] == "tiny@1.0.1" and (result["name"], result["version"]) == ("tiny", "1.0.1")
     assert Path(result["package"]) == new.path and Path(result["report"]) == tiny / "work" / "report.json"
     report = json.loads(Path(result["report"]).read_text())
+    assert report["settings"]["precision"] == "fp32"  # --precision reaches the training
     for when in ("before", "after"):
         assert result[when] == {region: values["dice"] for region, values in report[when]["regions"].items()}
         assert set(result[when]) == {"kidney_and_mass", "mass", "tumor"}

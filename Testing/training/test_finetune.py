@@ -28,7 +28,7 @@ from kidneytumorseg_training.finetune_data import (
     replay_subset,
     replayed_check_cases,
 )
-from kidneytumorseg_training.trainer import LATEST
+from kidneytumorseg_training.trainer import LATEST, resolve_training_precision
 
 SYNTHETIC = Path(__file__).resolve().parents[1] / "fixtures" / "synthetic"
 SOURCES = ("case_00112", "case_00161")
@@ -152,6 +152,10 @@ def test_members_train_with_the_batch_dice_the_bundled_members_were_trained_with
     assert (settings["hard_case_class"], settings["hard_case_fraction"]) == (3, 0.33)
     assert config["anchor_strength"] == settings["anchor_strength"] == 0.0  # no L2-SP by default
     assert config["distill_weight"] == settings["distill_weight"] == 0.0  # no replay data: no distillation
+    # auto precision is resolved before training: the report names the autocast the members trained in
+    run = json.loads((finetuned["root"] / "work" / "runs" / "fold0" / "run.json").read_text())
+    assert settings["precision"] == config["precision"] == run["precision"] == \
+        resolve_training_precision("auto", torch.device("cpu"))
 
 
 def test_new_version_segments_through_the_predictor(finetuned):
@@ -249,6 +253,8 @@ def test_bad_settings_are_refused_before_any_work(tmp_path):
         finetune("tiny@1.0.0", tmp_path, hard_case_class=4, hard_case_fraction=1.5, anchor_strength=-1.0,
                  store=make_store(tmp_path / "k"),
                  work_dir=tmp_path / "w")
+    with pytest.raises(FinetuneError, match="precision must be one of .*'fp32'.*got 'fp64'"):
+        finetune("tiny@1.0.0", tmp_path, precision="fp64", store=make_store(tmp_path / "p"), work_dir=tmp_path / "w")
     assert not (tmp_path / "w").exists()
 
 

@@ -61,8 +61,8 @@ from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, valida
 from kidneytumorseg_training.preprocessing import preprocess_dataset
 from kidneytumorseg_training.replay_distillation import check_weight
 from kidneytumorseg_training.splits import holdout_split
-from kidneytumorseg_training.trainer import LATEST, train
-from kidneytumorseg_training.training_config import OPTIMIZERS, TrainingConfig, hard_case_problems
+from kidneytumorseg_training.trainer import LATEST, resolve_training_precision, train
+from kidneytumorseg_training.training_config import OPTIMIZERS, PRECISIONS, TrainingConfig, hard_case_problems
 from kidneytumorseg_training.validation import validate_cases, write_validation_report
 from kidneytumorseg_training.weight_anchor import check_strength
 from kidneytumorseg_training.weight_averaging import average_weights, check_fraction
@@ -163,7 +163,8 @@ def _choose_version(store: ModelStore, package: ModelPackage, version: str | Non
 
 def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate: float, optimizer: str,
                     replay_ratio: float, hard_case_class: int | None = None, hard_case_fraction: float = 0.0,
-                    anchor_strength: float = 0.0, distill_weight: float = 0.0, replay: bool = True) -> None:
+                    anchor_strength: float = 0.0, distill_weight: float = 0.0, replay: bool = True,
+                    precision: str = "auto") -> None:
     problems = [f"{name} must be a whole number >= 1, got {value!r}" for name, value in
                 (("epochs", epochs), ("iterations", iterations)) if type(value) is not int or value < 1]
     if not 0.0 < float(holdout) < 1.0:
@@ -187,6 +188,8 @@ def _check_settings(holdout: float, epochs: int, iterations: int, learning_rate:
                             "give --replay (the original training data) or set distill_weight to 0")
     except ValueError:
         problems.append(f"distill_weight must be a number >= 0 (0 = off), got {distill_weight!r}")
+    if precision not in PRECISIONS:
+        problems.append(f"precision must be one of {PRECISIONS}, got {precision!r}; auto is the default")
     if problems:
         raise FinetuneError("; ".join(problems) + ".")
 
@@ -253,8 +256,8 @@ def _train_member(member: MemberSpec, parent_weights: Mapping[str, torch.Tensor]
         anchor_strength=options["anchor_strength"],
         distill_weight=options["distill_weight"], distill_ids=group["replay"] if options["distill_weight"] else [],
         augmentation=None if options["augmentation"] else {"enabled": False}, seed=options["seed"],
-        num_workers=options["workers"], device=options["device"], threads=options["threads"],
-        initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
+        num_workers=options["workers"], device=options["device"], precision=options["precision"],
+        threads=options["threads"], initial_weights=str(initial), name=f"finetune-{member.name}", progress=False)
     run_dir = work / "runs" / member.name
     train(config, run_dir)
     return load_weights(run_dir / LATEST)
@@ -271,7 +274,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
              check_cases: str | os.PathLike[str] | None = None,
              store: ModelStore | None = None,
              work_dir: str | os.PathLike[str] | None = None, seed: int = 0, device: str = "cpu",
-             threads: int | None = None, workers: int = 0,
+             threads: int | None = None, workers: int = 0, precision: str = "auto",
              progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune ``model_spec`` (``NAME`` or ``NAME@VERSION`` in ``store``, default ``ModelStore.default()``) on the
     corrected cases in ``corrections``; write and import the new version (default: the next patch version).
@@ -285,6 +288,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     every weight's gradient (:mod:`kidneytumorseg_training.weight_anchor`). ``distill_weight`` d > 0: on the
     replayed cases' patches the loss gains d x KL(parent || member), the parent's own output kept as a target
     (:mod:`kidneytumorseg_training.replay_distillation`; needs ``replay``; None: 5 with ``replay``, else 0 = off).
+    ``precision``: the training autocast as in ``kidneytumorseg-train train --precision`` (auto: fp16 on CUDA, bf16
+    on a CPU with native bfloat16, else fp32); the report records the one used.
     ``check_cases``: a dataset folder of
     earlier cases with reference masks, scored by the old and new members too (``check`` in the report): the
     held-out corrections show what a fine-tune gains, these what it costs the cases the model handled. ``work_dir``
@@ -294,7 +299,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     report_progress: Progress = progress or (lambda stage, fraction: None)
     distill_weight = defaults.distill_weight_for(distill_weight, replay is not None)
     _check_settings(holdout, epochs, iterations, learning_rate, optimizer, replay_ratio, hard_case_class,
-                    hard_case_fraction, anchor_strength, distill_weight, replay is not None)
+                    hard_case_fraction, anchor_strength, distill_weight, replay is not None, precision)
     try:
         average_fraction = check_fraction(average_fraction)
     except KidneyTumorSegError as error:
@@ -328,7 +333,8 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
                "replay_ratio": replay_ratio, "average_fraction": average_fraction, "batch_dice": bool(batch_dice),
                "hard_case_class": hard_case_class, "hard_case_fraction": float(hard_case_fraction),
                "anchor_strength": float(anchor_strength), "distill_weight": float(distill_weight),
-               "device": device, "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
+               "device": device, "precision": resolve_training_precision(precision, torch.device(device)),
+               "threads": threads, "workers": workers, "batch_size": BATCH_SIZE}
     tuned: dict[str, dict[str, torch.Tensor]] = {}
     span = 0.6 / len(segmenters)  # of the progress, for training; each member's epochs advance it
     for index, member in enumerate(segmenters):

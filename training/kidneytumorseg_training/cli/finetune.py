@@ -41,6 +41,7 @@ from kidneytumorseg.cli.json_lines import CANCELLED_EXIT_CODE, ERROR_EXIT_CODE, 
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.model_store import ModelStore, StoreEntry, default_bundled_dir, default_user_dir
 from kidneytumorseg_training import finetune_defaults as defaults
+from kidneytumorseg_training.training_config import PRECISIONS
 
 if TYPE_CHECKING:
     from kidneytumorseg_training.finetune import FinetuneResult
@@ -111,6 +112,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     run = parser.add_argument_group("run")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    run.add_argument("--precision", choices=list(PRECISIONS), default="auto",
+                     help="auto: fp16 mixed precision on CUDA, bf16 on a CPU with native bfloat16 "
+                          "(avx512_bf16 / amx_bf16), fp32 on other devices; the report records the one used")
     run.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     run.add_argument("--workers", type=int, default=1, help="data-loading worker processes (default 1)")
     run.add_argument("--progress", default="bar", choices=PROGRESS_MODES,
@@ -203,7 +207,7 @@ def _finetune(args: argparse.Namespace, store: ModelStore, progress: Progress | 
         anchor_strength=args.anchor_strength, distill_weight=args.distill_weight, check_cases=args.check_cases,
         store=store,
         work_dir=args.work_dir, seed=args.seed, device=args.device, threads=args.threads, workers=args.workers,
-        progress=progress)
+        precision=args.precision, progress=progress)
 
 
 @contextlib.contextmanager
