@@ -4,6 +4,7 @@ model across two CPU processes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -238,6 +239,17 @@ def test_auto_precision_is_half_only_where_the_hardware_has_it(requested, device
     from kidneytumorseg_training.trainer import resolve_training_precision
 
     assert resolve_training_precision(requested, torch.device(device), native_bf16=native_bf16) == expected
+
+
+def test_asking_for_emulated_bfloat16_warns_that_it_is_slow(caplog):
+    from kidneytumorseg_training.trainer import resolve_training_precision
+
+    with caplog.at_level(logging.WARNING, logger="kidneytumorseg_training.trainer"):
+        assert resolve_training_precision("bf16", torch.device("cpu"), native_bf16=True) == "bf16"
+        assert not caplog.records  # native: as asked, silently
+        assert resolve_training_precision("bf16", torch.device("cpu"), native_bf16=False) == "bf16"
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+    assert "emulated" in caplog.text and "--precision auto or fp32" in caplog.text
 
 
 def test_a_default_run_records_the_precision_it_trained_in(folder, tmp_path):

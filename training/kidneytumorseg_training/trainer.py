@@ -30,7 +30,7 @@ from kidneytumorseg.device import select_device
 from kidneytumorseg.errors import KidneyTumorSegError
 from kidneytumorseg.labels import LABEL_NAMES
 from kidneytumorseg.networks import build_network, count_parameters
-from kidneytumorseg.precision import use_half_precision
+from kidneytumorseg.precision import cpu_has_native_bf16, use_half_precision
 from kidneytumorseg_training import distributed
 from kidneytumorseg_training.checkpoint import find_checkpoint, load_checkpoint, load_initial_weights, save_checkpoint
 from kidneytumorseg_training.member_patches import member_network, member_patch_size, patch_dataset
@@ -68,6 +68,10 @@ def resolve_training_precision(requested: str, device: torch.device, native_bf16
     a CPU with native bfloat16) - float16 with a gradient scaler on CUDA, bfloat16 on the CPU - and in float32
     elsewhere (MPS, other CPUs: emulated bfloat16 would be slower than float32)."""
     if requested != "auto":
+        if requested == "bf16" and device.type == "cpu" and \
+                not (cpu_has_native_bf16() if native_bf16 is None else native_bf16):
+            LOGGER.warning("This CPU has no native bfloat16 (avx512_bf16 / amx_bf16): bfloat16 training is emulated "
+                           "and far slower than float32. Use --precision auto or fp32 unless you mean to compare them.")
         return requested
     if not use_half_precision("auto", device, native_bf16=native_bf16):
         return "fp32"
