@@ -34,6 +34,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+from equal_budget.report import cpu_description
+
 from kidneytumorseg.evaluation import CaseResult, summarize
 from kidneytumorseg.image_io import read_ct, read_label_map, write_image_atomic
 from kidneytumorseg.metrics import compute_case_metrics
@@ -45,6 +48,8 @@ from kidneytumorseg_training.finetune import finetune
 from kidneytumorseg_training.synthetic.dataset import case_seed
 from kidneytumorseg_training.synthetic.generator import generate_ct
 from kidneytumorseg_training.synthetic.resample import resample_to_spacing
+from kidneytumorseg_training.trainer import resolve_training_precision
+from kidneytumorseg_training.training_config import PRECISIONS
 
 SHIFT = {"noise_hu": 55.0, "in_plane_blur": 1.2, "slice_profile": 0.9, "calibration_offset": 20.0}
 # name -> (scanner overrides, tissue mean-HU overrides) of generate_ct
@@ -127,6 +132,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="default work_runs/finetune_shifted (acquisition) or "
                         "work_runs/finetune_shifted_SHIFT")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="the fine-tune's training autocast (auto: bf16 on a CPU with native bfloat16, else fp32)")
     parser.add_argument("--seed", type=int, default=0,
                         help="fine-tuning seed: the held-out half of the corrections, the replayed cases, the patches")
     args = parser.parse_args()
@@ -135,8 +142,6 @@ def main() -> None:
         suffix = "" if args.shift == "acquisition" else f"_{args.shift}"
         args.work = Path(f"work_runs/finetune_shifted{suffix}")
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     # The bundled models, and the new version in a store of its own under --work: the user's store is not touched.
     store = ModelStore(default_bundled_dir(), args.work / "store")
@@ -151,11 +156,15 @@ def main() -> None:
                       optimizer=args.optimizer, replay_ratio=args.replay_ratio, batch_dice=not args.sample_dice,
                       hard_case_class=args.hard_case_class, hard_case_fraction=args.hard_case_fraction,
                       anchor_strength=args.anchor_strength,
-                      distill_weight=args.distill_weight, seed=args.seed, threads=args.threads, store=store)
+                      distill_weight=args.distill_weight, seed=args.seed, threads=args.threads,
+                      precision=args.precision, store=store)
     seconds = time.perf_counter() - started
     new_model = f"{args.model.split('@')[0]}@{result.version}"
     original_before = evaluate(store.resolve(args.model), args.original, original)
     original_after = evaluate(store.resolve(new_model), args.original, original)
+    # finetune() trains on the CPU unless told otherwise.
+    print(f"# training precision {resolve_training_precision(args.precision, torch.device('cpu'))} "
+          f"(--precision {args.precision}) on {cpu_description()}")
     print(f"# shift {args.shift}: scanner {SHIFTS[args.shift][0]}, tissue HU {SHIFTS[args.shift][1]}")
     print(f"# fine-tuning {args.model} -> {new_model} on {len(result.train_ids)} shifted-domain corrections "
           f"({args.epochs} epochs x {args.iterations} steps, {args.optimizer} lr {args.lr}, "

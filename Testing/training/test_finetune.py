@@ -27,6 +27,7 @@ from kidneytumorseg_training.finetune_data import (
     add_replay,
     replay_subset,
     replayed_check_cases,
+    same_setting,
 )
 from kidneytumorseg_training.trainer import LATEST, resolve_training_precision
 
@@ -309,6 +310,27 @@ def test_replay_cases_join_under_a_prefix_and_other_preprocessing_is_refused(tmp
                                                                "normalization": NORMALIZATION}})
     with pytest.raises(FinetuneError, match="target_spacing.*normalization.*raw dataset folder"):
         add_replay(replay, package_plans(other, "corrections"), tmp_path / "pre2")
+    # The same data preprocessed again (another --jobs) gives statistics that differ in their last digits:
+    # still the package's preprocessing, so replayed; a real difference in the mean is still refused.
+    stats = tiny_plans["normalization"]
+    rounded = {**stats, "mean": stats["mean"] * (1 + 1e-8), "std": stats["std"] * (1 - 1e-8)}
+    again = MemberSpec(**{**member.__dict__, "preprocessing": {"target_spacing": TINY_SPACING,
+                                                               "normalization": rounded}})
+    assert len(add_replay(replay, package_plans(again, "corrections"), tmp_path / "pre3")) == 2
+    shifted = MemberSpec(**{**member.__dict__, "preprocessing": {"target_spacing": TINY_SPACING, "normalization":
+                                                                 {**stats, "mean": stats["mean"] + 1.0}}})
+    with pytest.raises(FinetuneError, match="other normalization"):
+        add_replay(replay, package_plans(shifted, "corrections"), tmp_path / "pre4")
+
+
+def test_preprocessing_settings_match_within_rounding_only():
+    assert same_setting({"scheme": "clip_zscore", "clip": [-47.0, 293.0], "mean": 122.03447416666667},
+                        {"scheme": "clip_zscore", "clip": [-47, 293], "mean": 122.034475})
+    assert not same_setting({"scheme": "clip_zscore", "mean": 122.0}, {"scheme": "zscore", "mean": 122.0})
+    assert not same_setting({"mean": 122.0}, {"mean": 122.0, "std": 1.0})
+    assert not same_setting([3.0, 2.0, 2.0], [3.0, 2.0])
+    assert not same_setting([3.0, 2.0, 2.0], [3.0, 2.0, 2.1])
+    assert not same_setting(True, 1)
 
 
 def test_two_stage_packages_are_refused_with_what_to_do(tmp_path):

@@ -135,6 +135,22 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def same_setting(a: Any, b: Any, rel_tol: float = 1e-6) -> bool:
+    """Two preprocessing settings (JSON values) are the same, numbers within ``rel_tol``.
+
+    Intensity statistics recomputed from the same cases differ in their last digits (summation order, the number
+    of worker processes), far below anything that changes a normalised image."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=rel_tol)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same_setting(a[k], b[k], rel_tol) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(same_setting(x, y, rel_tol) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def add_replay(replay: Path, plans: Mapping[str, Any], folder: Path, corrections: int | None = None,
                ratio: float = 1.0, seed: int = 0) -> list[str]:
     """Put the replay cases into the preprocessed ``folder`` with ids prefixed ``replay_``; return their ids.
@@ -154,10 +170,8 @@ def add_replay(replay: Path, plans: Mapping[str, Any], folder: Path, corrections
         report = preprocess_dataset(cases, plans, folder, jobs=1, progress=False, on_error="skip")
         return sorted(report.done + report.reused)
     theirs = load_plans(replay)
-    differ = [key for key in ("normalization", "image_interpolation") if theirs[key] != plans[key]]
-    if not all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(theirs["target_spacing"], plans["target_spacing"],
-                                                                 strict=True)):
-        differ.insert(0, "target_spacing")
+    differ = [key for key in ("target_spacing", "normalization", "image_interpolation")
+              if not same_setting(theirs[key], plans[key])]
     if differ:
         raise FinetuneError(
             f"{replay} was preprocessed with other {', '.join(differ)} than the package uses "
