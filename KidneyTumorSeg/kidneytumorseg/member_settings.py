@@ -13,8 +13,9 @@ In a member's (or the package's default) ``preprocessing``:
 In its ``inference``:
 
 - ``output_labels`` (list of KiTS labels, one per output channel): see :mod:`kidneytumorseg.class_mapping`.
-- ``stage_one_weight`` (number in [0, 1]; refiners only; default 0): how much of stage 1's own tumor / cyst
-  split is averaged into the refiner's inside the kidney region (:mod:`kidneytumorseg.refinement`, rule 3).
+- ``stage_one_weight`` (number in [0, 1], or an object ``{"kidney": w, "tumor": w, "cyst": w}`` of such numbers,
+  missing classes 0; refiners only; default 0): how much of stage 1's own kidney / tumor / cyst split is averaged
+  into the refiner's inside the kidney region (:mod:`kidneytumorseg.refinement`, rule 3).
 
 The network's ``in_channels`` must be ``channels x (2k + 1)``, ``channels`` being 1 for segmenters and
 localizers and ``1 + len(stage_input.probability_channels)`` for refiners.
@@ -41,7 +42,7 @@ class MemberInputs:
     median_filter: int
     stage_input: StageInputSpec | None
     output_labels: tuple[int, ...] | None
-    stage_one_weight: float = 0.0
+    stage_one_weight: tuple[float, float, float] = (0.0, 0.0, 0.0)  # kidney, tumor, cyst
 
     @property
     def channels(self) -> int:
@@ -88,13 +89,27 @@ def member_inputs(role: str, network: Mapping[str, Any], patch_size: Sequence[in
     return inputs
 
 
-def _stage_one_weight(role: str, inference: Mapping[str, Any]) -> float:
+_WEIGHT_CLASSES = ("kidney", "tumor", "cyst")
+
+
+def _stage_one_weight(role: str, inference: Mapping[str, Any]) -> tuple[float, float, float]:
     weight = inference.get("stage_one_weight")
     if weight is None:
-        return 0.0
+        return (0.0, 0.0, 0.0)
     if role != REFINER:
         raise ValueError(f"'inference.stage_one_weight' is only for refiners, not for a {role}")
+    if isinstance(weight, Mapping):
+        unknown = sorted(set(weight) - set(_WEIGHT_CLASSES))
+        if unknown:
+            raise ValueError(f"'inference.stage_one_weight' has unknown classes {unknown}; use "
+                             f"{list(_WEIGHT_CLASSES)}")
+        return tuple(_weight_value(weight.get(name, 0.0), f".{name}") for name in _WEIGHT_CLASSES)  # type: ignore
+    value = _weight_value(weight, "")
+    return (value, value, value)
+
+
+def _weight_value(weight: Any, key: str) -> float:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-        raise ValueError(f"'inference.stage_one_weight' must be a number from 0 (the refiner alone) to 1 (stage 1 "
-                         f"alone), got {weight!r}")
+        raise ValueError(f"'inference.stage_one_weight{key}' must be a number from 0 (the refiner alone) to 1 "
+                         f"(stage 1 alone), got {weight!r}")
     return float(weight)

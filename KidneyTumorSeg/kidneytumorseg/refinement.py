@@ -16,7 +16,9 @@ the localizer's cascade when there is one) and gives KiTS probabilities ``p`` on
    inside it. With the refiners' ``inference.stage_one_weight`` ``w`` > 0, ``q`` is first averaged with stage
    1's own split of the region, ``s = [0, p1, p2, p3] / (1 - p0)``: ``q <- (1 - w) q + w s`` (``w`` = 0: the
    refiner alone; 1: stage 1 alone). An ensemble of two differently trained stages, as in seed 001's fold
-   averaging.
+   averaging. ``w`` may also be given per class, ``(w_kidney, w_tumor, w_cyst)``: then kidney ``q0 + q1``,
+   tumor ``q2`` and cyst ``q3`` are each averaged with their own weight and the three renormalised to sum to 1
+   (e.g. ``(0, 0, 1)``: tumor from the refiner, cyst from stage 1). One number ``w`` is ``(w, w, w)``.
 4. Probabilities (for the hysteresis / adaptive-threshold post-processing and for callers):
    ``[p0, (1 - p0)(q0 + q1), (1 - p0) q2, (1 - p0) q3]``, i.e. P(mass) = P(kidney region) x P(mass | region).
 5. The package's post-processing rules then apply to these labels and probabilities as for any model.
@@ -62,7 +64,7 @@ class RefinementSettings:
     predictor: PredictorSettings
     stage_input: StageInputSpec
     max_kidney_components: int | None = 2
-    stage_one_weight: float = 0.0
+    stage_one_weight: float | Sequence[float] = 0.0
 
 
 def stage_one_region(kits_probabilities: np.ndarray, max_components: int | None) -> np.ndarray:
@@ -76,17 +78,33 @@ def stage_one_region(kits_probabilities: np.ndarray, max_components: int | None)
     return region
 
 
-def blend_with_stage_one(stage_one: np.ndarray, conditional: np.ndarray, weight: float) -> np.ndarray:
-    """``(1 - weight) q + weight s``, ``s`` being stage 1's split of its region (rule 3 of the module docstring)."""
-    if weight <= 0.0:
+def class_weights(weight: float | Sequence[float]) -> tuple[float, float, float]:
+    """``stage_one_weight`` as ``(kidney, tumor, cyst)`` weights: one number applies to all three."""
+    if isinstance(weight, (int, float)):
+        return (float(weight),) * 3
+    values = tuple(float(value) for value in weight)
+    if len(values) != 3:
+        raise ValueError(f"stage_one_weight per class needs 3 numbers (kidney, tumor, cyst), got {list(weight)}")
+    return values  # type: ignore[return-value]
+
+
+def blend_with_stage_one(stage_one: np.ndarray, conditional: np.ndarray, weight: float | Sequence[float]
+                         ) -> np.ndarray:
+    """``(1 - w) q + w s`` per class, ``s`` being stage 1's split of its region, renormalised (rule 3 of the
+    module docstring). The result's channel 1 holds kidney ``q0 + q1`` (channel 0 is 0)."""
+    kidney_w, tumor_w, cyst_w = class_weights(weight)
+    if kidney_w <= 0.0 and tumor_w <= 0.0 and cyst_w <= 0.0:
         return conditional
     foreground = np.maximum(1.0 - stage_one[0], np.float32(1e-6))
-    split = np.concatenate([np.zeros_like(stage_one[:1]), stage_one[1:] / foreground])
-    return ((1.0 - weight) * conditional + weight * split).astype(np.float32)
+    kidney = (1.0 - kidney_w) * (conditional[0] + conditional[1]) + kidney_w * stage_one[1] / foreground
+    tumor = (1.0 - tumor_w) * conditional[2] + tumor_w * stage_one[2] / foreground
+    cyst = (1.0 - cyst_w) * conditional[3] + cyst_w * stage_one[3] / foreground
+    total = np.maximum(kidney + tumor + cyst, np.float32(1e-6))
+    return np.stack([np.zeros_like(kidney), kidney / total, tumor / total, cyst / total]).astype(np.float32)
 
 
-def combine_stages(stage_one: np.ndarray, conditional: np.ndarray, region: np.ndarray, stage_one_weight: float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def combine_stages(stage_one: np.ndarray, conditional: np.ndarray, region: np.ndarray,
+                   stage_one_weight: float | Sequence[float] = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities of the two stages (rules 3 and 4 of the module docstring)."""
     conditional = blend_with_stage_one(stage_one, conditional, stage_one_weight)
     foreground = 1.0 - stage_one[0]

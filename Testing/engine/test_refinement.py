@@ -140,13 +140,46 @@ def test_a_package_stage_one_weight_reaches_the_refinement_and_a_bad_one_is_refu
             member.setdefault("inference", {})["stage_one_weight"] = 0.3
     (path / "model.json").write_text(json.dumps(manifest))
     predictor = Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
-    assert predictor.refinement.stage_one_weight == pytest.approx(0.3)
-    for member in manifest["members"]:
-        if member["role"] == "refiner":
-            member["inference"]["stage_one_weight"] = 1.5
-    (path / "model.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelPackageError, match="stage_one_weight.*from 0"):
-        Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
+    assert predictor.refinement.stage_one_weight == pytest.approx((0.3, 0.3, 0.3))
+    for weight, expected in (({"cyst": 1}, (0.0, 0.0, 1.0)), ({"kidney": 0.25, "tumor": 0.5}, (0.25, 0.5, 0.0))):
+        for member in manifest["members"]:
+            if member["role"] == "refiner":
+                member["inference"]["stage_one_weight"] = weight
+        (path / "model.json").write_text(json.dumps(manifest))
+        predictor = Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
+        assert predictor.refinement.stage_one_weight == pytest.approx(expected)
+    for bad, message in ((1.5, r"stage_one_weight' must be a number from 0"),
+                         ({"cyst": 2}, r"stage_one_weight\.cyst' must be a number from 0"),
+                         ({"tumour": 1}, r"unknown classes \['tumour'\]")):
+        for member in manifest["members"]:
+            if member["role"] == "refiner":
+                member["inference"]["stage_one_weight"] = bad
+        (path / "model.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelPackageError, match=message):
+            Predictor(ModelPackage.load(path), PredictionOptions(device="cpu"))
+
+
+def test_stage_one_weight_per_class_takes_the_cyst_from_stage_one_and_the_tumor_from_the_refiner():
+    # stage 1 (region everywhere) splits: voxel 0 cyst, voxel 1 kidney, voxel 2 tumor
+    stage_one = np.array([[0.2, 0.2, 0.2], [0.1, 0.7, 0.1], [0.1, 0.05, 0.6], [0.6, 0.05, 0.1]], np.float32)
+    # refiner: voxel 0 tumor, voxel 1 cyst (stage 1 sees none there), voxel 2 tumor
+    conditional = np.array([[0.0, 0.0, 0.0], [0.3, 0.3, 0.1], [0.6, 0.1, 0.8], [0.1, 0.6, 0.1]], np.float32)
+    region = np.array([True, True, True])
+    refiner_alone, _ = combine_stages(stage_one, conditional, region)
+    np.testing.assert_array_equal(refiner_alone, [2, 3, 2])
+    labels, probabilities = combine_stages(stage_one, conditional, region, stage_one_weight=(0.0, 0.0, 1.0))
+    # cyst = stage 1's 0.75 / 0.0625 / 0.125 against the refiner's kidney and tumor, then renormalised
+    np.testing.assert_array_equal(labels, [3, 1, 2])
+    cyst = 0.75 / (0.3 + 0.6 + 0.75)
+    np.testing.assert_allclose(probabilities[3, 0], 0.8 * cyst, atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-6)
+    # one number is the same weight for every class
+    scalar, scalar_p = combine_stages(stage_one, conditional, region, stage_one_weight=0.5)
+    same, same_p = combine_stages(stage_one, conditional, region, stage_one_weight=(0.5, 0.5, 0.5))
+    np.testing.assert_array_equal(scalar, same)
+    np.testing.assert_allclose(scalar_p, same_p, atol=1e-6)
+    with pytest.raises(ValueError, match="3 numbers"):
+        combine_stages(stage_one, conditional, region, stage_one_weight=(0.5, 0.5))
 
 
 @pytest.fixture(scope="module")
