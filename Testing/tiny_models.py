@@ -42,3 +42,25 @@ def write_shifted_copy(parent: ModelPackage, folder: Path, version: str, shift: 
                              for k, v in load_member_weights(parent, member).items()}
                for member in parent.members if member.role != "localizer"}
     return write_package_version(parent, folder, version=version, weights=weights, provenance=provenance or {})
+
+
+def add_tiny_refiner(store: ModelStore, version: str = "1.1.0") -> ModelPackage:
+    """tiny@``version``: tiny@1.0.0's segmenter and localizer (the same weights) plus a random 3D refiner (tumor and
+    cyst inside the kidney region, the cyst taken from stage 1): a two-stage package whose stage 1 segments all
+    four KiTS labels."""
+    parent = ModelPackage.load(store.find("tiny@1.0.0").path)
+    torch.manual_seed(1)
+    network = plan_network(PATCH, SPACING, num_classes=3, base_features=4, deep_supervision=False).to_dict()
+    refiner = {"name": "refiner", "role": "refiner", "network": network, "patch_size": list(PATCH),
+               "preprocessing": {"target_spacing": list(SPACING), "normalization": NORMALIZATION,
+                                 "stage_input": {"mask_image": True, "mask_dilation_mm": 6.0, "crop_margin_mm": 12.0}},
+               "inference": {"output_labels": [0, 2, 3], "stage_one_weight": {"kidney": 0.5, "tumor": 0.5, "cyst": 1}}}
+    manifest = parent.manifest
+    members = [(entry, load_member_weights(parent, entry["name"])) for entry in manifest["members"]]
+    folder = write_package(
+        parent.path.parent / version, name="tiny", version=version, description="random weights, two stages",
+        preprocessing=manifest["preprocessing"], network=manifest["network"], patch_size=manifest["patch_size"],
+        inference=manifest["inference"], postprocessing=manifest["postprocessing"],
+        members=[*members, (refiner, build_network(network).state_dict())],
+        provenance={"recipe": "random weights for tests"})
+    return ModelPackage.load(folder)

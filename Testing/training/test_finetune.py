@@ -333,7 +333,7 @@ def test_preprocessing_settings_match_within_rounding_only():
     assert not same_setting(True, 1)
 
 
-def test_two_stage_packages_are_refused_with_what_to_do(tmp_path):
+def test_a_stage_one_without_all_kits_labels_is_refused_with_what_to_do(tmp_path):
     from types import SimpleNamespace
 
     from kidneytumorseg_training.finetune import check_finetunable
@@ -341,16 +341,16 @@ def test_two_stage_packages_are_refused_with_what_to_do(tmp_path):
     def member(name, output_labels=None):
         return SimpleNamespace(name=name, inputs=SimpleNamespace(output_labels=output_labels))
 
-    two_stage = SimpleNamespace(name="cascade", version="1.0.0", segmenters=(member("kidney", (0, 1)),),
-                                refiners=(member("tumor", (0, 2, 3)),))
-    stage_one_only = SimpleNamespace(name="region", version="1.0.0", segmenters=(member("kidney", (0, 1)),),
-                                     refiners=())
-    for package, named in ((two_stage, "refiner"), (stage_one_only, "kidney with output_labels")):
-        with pytest.raises(FinetuneError, match=rf"two-stage packages is not supported yet.*{named}.*recipe run"):
-            check_finetunable(package)
+    kidney_region = SimpleNamespace(name="cascade", version="1.0.0", segmenters=(member("kidney", (0, 1)),),
+                                    refiners=(member("tumor", (0, 2, 3)),))
+    with pytest.raises(FinetuneError, match=r"not segment all KiTS labels.*kidney with output_labels.*recipe run"):
+        check_finetunable(kidney_region)
     check_finetunable(SimpleNamespace(name="plain", version="1.0.0", segmenters=(member("fold0"),), refiners=()))
-    store = SimpleNamespace(resolve=lambda spec: two_stage)
-    with pytest.raises(FinetuneError, match="two-stage"):  # before any work
+    # a stage 1 of the four KiTS labels with a refiner: its segmenters are fine-tuned (test_finetune_two_stage.py)
+    check_finetunable(SimpleNamespace(name="refined", version="1.0.0", segmenters=(member("fold0"),),
+                                      refiners=(member("refiner", (0, 2, 3)),)))
+    store = SimpleNamespace(resolve=lambda spec: kidney_region)
+    with pytest.raises(FinetuneError, match="not segment all KiTS labels"):  # before any work
         finetune("cascade@1.0.0", tmp_path / "nothing-here", store=store, work_dir=tmp_path / "work")
     assert not (tmp_path / "work").exists()
 

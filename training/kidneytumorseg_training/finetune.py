@@ -6,8 +6,9 @@
 
 Steps: split the corrections into fine-tune and held-out cases; preprocess the fine-tune cases (plus optional
 replay data) with the package's own spacing and normalisation; train every segmenter from its packaged weights;
-score old and new members on the held-out cases with the engine's predictor; write the new version (localizer
-copied unchanged; parent, corrections and metrics in its provenance) and import it. The work folder keeps
+score old and new members on the held-out cases with the engine's predictor (a two-stage package with its
+refiners); write the new version (localizer and refiners copied unchanged; parent, corrections and metrics in its
+provenance) and import it. The work folder keeps
 everything, with ``report.json`` / ``report.md``; running again with the same settings resumes.
 """
 
@@ -42,8 +43,6 @@ from kidneytumorseg.model_package import (
 )
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network
-from kidneytumorseg.postprocessing import PostprocessingSettings
-from kidneytumorseg.predictor import cascade_settings, settings_for
 from kidneytumorseg_training import finetune_defaults as defaults
 from kidneytumorseg_training.checkpoint import load_weights
 from kidneytumorseg_training.datasets import (
@@ -56,14 +55,14 @@ from kidneytumorseg_training.finetune_data import (
     usable_check_cases,
     usable_corrections,
 )
-from kidneytumorseg_training.finetune_report import format_score, report_markdown, summarize_metrics
+from kidneytumorseg_training.finetune_evaluation import evaluate_members, stage_two
+from kidneytumorseg_training.finetune_report import format_score, report_markdown
 from kidneytumorseg_training.planning import FORMAT_VERSION, NUM_CLASSES, validate_plans
 from kidneytumorseg_training.preprocessing import preprocess_dataset
 from kidneytumorseg_training.replay_distillation import check_weight
 from kidneytumorseg_training.splits import holdout_split
 from kidneytumorseg_training.trainer import LATEST, resolve_training_precision, train
 from kidneytumorseg_training.training_config import OPTIMIZERS, PRECISIONS, TrainingConfig, hard_case_problems
-from kidneytumorseg_training.validation import validate_cases, write_validation_report
 from kidneytumorseg_training.weight_anchor import check_strength
 from kidneytumorseg_training.weight_averaging import average_weights, check_fraction
 
@@ -98,17 +97,17 @@ def next_patch_version(version: str) -> str:
 
 
 def check_finetunable(package: ModelPackage) -> None:
-    """FinetuneError for a package fine-tuning cannot rebuild yet: a two-stage package (refiners) or one whose
-    segmenters output fewer than the four KiTS labels (``inference.output_labels``, a cascade's stage 1)."""
+    """FinetuneError for a package fine-tuning cannot rebuild yet: one whose segmenters output fewer than the four
+    KiTS labels (``inference.output_labels``, a kidney-region stage 1). A two-stage package whose stage 1
+    segments all four labels is fine-tuned in its segmenters; its refiners are kept as they are."""
     staged = [member.name for member in package.segmenters if member.inputs.output_labels is not None]
-    if package.refiners or staged:
-        parts = ([f"refiner(s) {', '.join(m.name for m in package.refiners)}"] if package.refiners else []) + \
-            ([f"segmenter(s) {', '.join(staged)} with output_labels"] if staged else [])
+    if staged:
         raise FinetuneError(
-            f"Fine-tuning two-stage packages is not supported yet; {package.name}@{package.version} has "
-            f"{' and '.join(parts)}. Retrain it with `kidneytumorseg-train recipe run RECIPE` on your training "
-            f"cases plus the corrected ones (the corrections folder is a KiTS-layout dataset), or fine-tune a "
-            f"single-stage package.")
+            f"Fine-tuning a package whose stage 1 does not segment all KiTS labels is not supported yet; "
+            f"{package.name}@{package.version} has segmenter(s) {', '.join(staged)} with output_labels. Retrain it "
+            f"with `kidneytumorseg-train recipe run RECIPE` on your training cases plus the corrected ones (the "
+            f"corrections folder is a KiTS-layout dataset), or fine-tune a package whose segmenters output all four "
+            f"KiTS labels.")
 
 
 def package_plans(member: MemberSpec, dataset: str) -> dict[str, Any]:
@@ -122,20 +121,6 @@ def package_plans(member: MemberSpec, dataset: str) -> dict[str, Any]:
         "patch_size": list(member.patch_size), "batch_size": BATCH_SIZE, "network": network,
         "num_classes": NUM_CLASSES, "fingerprint": {},
     })
-
-
-def _evaluate(networks: Sequence[torch.nn.Module], member: MemberSpec, package: ModelPackage,
-              cases: Sequence[TrainingCase], device: str, folder: Path,
-              localizer: torch.nn.Module | None = None) -> dict[str, Any]:
-    """Held-out metrics as the engine's default quality segments: the package's ``localizer`` (built once by the
-    caller) runs the coarse-to-fine mode, no mirroring (before and after are measured the same way)."""
-    cascade = cascade_settings(package.localizer, device) if localizer is not None else None
-    result = validate_cases(networks, settings_for(member, device=device, mirror_axes=()),
-                            [(c.case_id, c.image, c.label) for c in cases],
-                            postprocessing=PostprocessingSettings.from_dict(package.postprocessing), progress=False,
-                            localizer=localizer, cascade=cascade)
-    write_validation_report(result, folder)
-    return summarize_metrics(result)
 
 
 def _tuned_network(member: MemberSpec, weights: Mapping[str, torch.Tensor], device: str) -> torch.nn.Module:
@@ -314,6 +299,9 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     work = Path(work_dir if work_dir is not None else Path.cwd() / f"finetune_{package.name}_{new_version}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     logger.info("Fine-tuning %s@%s -> %s in %s", package.name, package.version, new_version, work)
+    if package.refiners:
+        logger.info("Two-stage package: its segmenters are fine-tuned, its refiners %s kept as they are",
+                    [m.name for m in package.refiners])
 
     cases, skipped = usable_corrections(corrections)
     by_id = {case.case_id: case for case in cases}
@@ -359,14 +347,19 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
     localizer = build_member(package, package.localizer, device=device) if package.localizer is not None else None
     old_networks = [build_member(package, m, device=device) for m in ensemble]
     new_networks = [_tuned_network(m, tuned[m.name], device) for m in ensemble]
-    before = _evaluate(old_networks, first, package, held_out, device, work / "evaluation_before", localizer)
-    after = _evaluate(new_networks, first, package, held_out, device, work / "evaluation_after", localizer)
+    refiners, refinement = stage_two(package, device)
+
+    def _evaluate(networks: Sequence[torch.nn.Module], cases: Sequence[TrainingCase], folder: str) -> dict[str, Any]:
+        return evaluate_members(networks, first, package, cases, device, work / folder, localizer, refiners,
+                                refinement)
+
+    before = _evaluate(old_networks, held_out, "evaluation_before")
+    after = _evaluate(new_networks, held_out, "evaluation_after")
     check = None
     if checks is not None:
         check_cases_found, check_skipped = checks
         check = {"folder": str(check_folder), "skipped": check_skipped, "replayed": replayed, **{
-            when: _evaluate(networks, first, package, check_cases_found, device, work / f"evaluation_check_{when}",
-                            localizer)
+            when: _evaluate(networks, check_cases_found, f"evaluation_check_{when}")
             for when, networks in (("before", old_networks), ("after", new_networks))}}
     seconds["evaluate"] = time.perf_counter() - started - seconds["preprocess"] - seconds["train"]
     logger.info("Held-out Dice (kidney_and_mass, mass, tumor) before %s, after %s",
@@ -393,6 +386,7 @@ def finetune(model_spec: str, corrections: str | os.PathLike[str], *, replay: st
         "corrections": str(corrections), "replay": provenance["replay"], "train_ids": train_ids,
         "holdout_ids": holdout_ids, "replay_ids": sorted(replay_ids), "skipped": skipped,
         "members": [m.name for m in segmenters], "evaluated_members": [m.name for m in ensemble],
+        "refiners_kept": [m.name for m in package.refiners],
         "settings": options, "before": before, "after": after, "check": check,
         "seconds": seconds, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -37,7 +37,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
              else "- replayed cases: none",
              f"- skipped corrections: {', '.join(report['skipped']) or 'none'}",
              f"- members fine-tuned: {', '.join(report['members'])}; evaluated as an ensemble: "
-             f"{', '.join(report['evaluated_members'])}",
+             f"{', '.join(report['evaluated_members'])}"
+             + (f"; refiners kept as they were (stage 2 of both): {', '.join(report['refiners_kept'])}"
+                if report.get("refiners_kept") else ""),
              f"- settings: {json.dumps(report['settings'])}",
              f"- time: {report['seconds']['total']:.0f} s (preprocess {report['seconds']['preprocess']:.0f} s, "
              f"train {report['seconds']['train']:.0f} s, evaluate {report['seconds']['evaluate']:.0f} s)", "",

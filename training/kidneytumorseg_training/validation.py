@@ -33,6 +33,7 @@ from kidneytumorseg.image_io import check_same_geometry, read_image, read_label_
 from kidneytumorseg.metrics import CaseMetrics, compute_case_metrics, compute_case_metrics_arrays
 from kidneytumorseg.postprocessing import PostprocessingSettings
 from kidneytumorseg.predictor_core import CascadeSettings, PredictorSettings, predict
+from kidneytumorseg.refinement import RefinementSettings, predict_two_stage
 
 logger = logging.getLogger(__name__)
 
@@ -101,17 +102,25 @@ def validate_case(
     postprocessing: PostprocessingSettings | None = None,
     localizer: torch.nn.Module | None = None,
     cascade: CascadeSettings | None = None,
+    refiners: Sequence[torch.nn.Module] = (),
+    refinement: RefinementSettings | None = None,
 ) -> tuple[CaseResult, Path | None]:
     """Segment one case with the engine predictor and score it; write the labels to ``output_dir`` if given.
 
     With a ``localizer`` (and its ``cascade`` settings) the networks run only around the kidneys, as the
-    engine's default coarse-to-fine mode does."""
+    engine's default coarse-to-fine mode does. With ``refiners`` and their ``refinement`` settings the case is
+    segmented in two stages (:mod:`kidneytumorseg.refinement`), ``networks`` being stage 1."""
     image = read_image(image_path)
     reference = read_label_map(label_path)
     check_same_geometry(image, reference, str(image_path), str(label_path))
     volume, spacing, orientation = to_lps(image)
-    prediction = predict(volume.astype(np.float32, copy=False), spacing, list(networks), settings, postprocessing,
-                         localizer=localizer, cascade=cascade)
+    volume = volume.astype(np.float32, copy=False)
+    if refinement is not None and refiners:
+        prediction = predict_two_stage(volume, spacing, list(networks), settings, list(refiners), refinement,
+                                       postprocessing, localizer=localizer, cascade=cascade)
+    else:
+        prediction = predict(volume, spacing, list(networks), settings, postprocessing, localizer=localizer,
+                             cascade=cascade)
     labels = image_from_lps(prediction.labels.astype(np.uint8), orientation)
     written = None
     if output_dir is not None:
@@ -130,12 +139,15 @@ def validate_cases(
     progress: bool = True,
     localizer: torch.nn.Module | None = None,
     cascade: CascadeSettings | None = None,
+    refiners: Sequence[torch.nn.Module] = (),
+    refinement: RefinementSettings | None = None,
 ) -> ValidationResult:
     """Segment and score every ``(case_id, image file, label file)``; return per-case metrics and the summary.
 
     ``networks`` are averaged as ensemble members; their training mode and deep supervision are restored
     afterwards, so this can run between training epochs. ``postprocessing`` None scores the raw argmax.
-    ``progress`` shows a bar when stderr is a terminal (and logs each case either way).
+    ``progress`` shows a bar when stderr is a terminal (and logs each case either way). ``refiners`` with
+    their ``refinement`` settings: a two-stage model (see :func:`validate_case`).
     """
     checked = _check_cases(cases)
     if not networks:
@@ -144,14 +156,15 @@ def validate_cases(
     results: list[CaseResult] = []
     predictions: dict[str, Path] = {}
     case_seconds: dict[str, float] = {}
-    states = _network_states(networks)
+    states = _network_states([*networks, *refiners])
     try:
         bar_disabled = None if progress else True
         for case_id, image_path, label_path in tqdm(checked, desc="validate", unit="case", file=sys.stderr,
                                                     disable=bar_disabled):
             case_started = time.perf_counter()
             result, written = validate_case(networks, settings, case_id, image_path, label_path, output_dir,
-                                            postprocessing, localizer=localizer, cascade=cascade)
+                                            postprocessing, localizer=localizer, cascade=cascade,
+                                            refiners=refiners, refinement=refinement)
             results.append(result)
             if written is not None:
                 predictions[case_id] = written
@@ -159,7 +172,7 @@ def validate_cases(
             logger.info("Validated %s in %.1f s: Dice %s", case_id, case_seconds[case_id],
                         ", ".join(f"{name} {value:.3f}" for name, value in result.metrics.dice.items()))
     finally:
-        _restore_states(networks, states)
+        _restore_states([*networks, *refiners], states)
     summary = summarize(results)
     logger.info("Validation of %d case(s): mean Dice %.4f, mean surface Dice %.4f", summary.case_count,
                 summary.mean_dice, summary.mean_surface_dice)
