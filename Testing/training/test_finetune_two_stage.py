@@ -5,7 +5,6 @@ as the engine segments with the package."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
