@@ -9,7 +9,7 @@ import pytest
 import torch
 from tiny_preprocessed import SPACING, write_tiny_preprocessed
 
-from kidneytumorseg.errors import KidneyTumorSegError
+from kidneytumorseg.errors import KidneyTumorSegError, ModelPackageError
 from kidneytumorseg.model_package import ModelPackage, build_member, verify
 from kidneytumorseg.model_store import ModelStore
 from kidneytumorseg.networks import build_network, plan_network
@@ -247,3 +247,33 @@ def test_a_retrained_member_replaces_the_base_members_of_its_name_in_place(casca
     with pytest.raises(SystemExit, match="--base"):
         train_cli(["export", str(cascade_runs / "plain"), "--replace", "-o", str(tmp_path / "nobase"), "--name", "c",
                    "--version", "1.0.0"])
+
+
+def test_export_sets_the_refiners_stage_one_weight_per_class_and_refuses_a_bad_one(cascade_runs, tmp_path, capsys):
+    base_dir = export_package([cascade_runs / "kidney"], tmp_path / "base", name="cascade", version="1.0.0",
+                              checkpoint="latest")
+    common = ["--base", str(base_dir), "--name", "cascade", "--version", "1.1.0", "--checkpoint", "latest"]
+    assert train_cli(["export", str(cascade_runs / "tumor"), "-o", str(tmp_path / "pc"), *common,
+                      "--stage-one-weight", "kidney=0.5,cyst=1"]) == 0
+    package = ModelPackage.load(tmp_path / "pc")
+    assert package.member("tumor").inference["stage_one_weight"] == {"kidney": 0.5, "cyst": 1.0}
+    assert package.member("tumor").inputs.stage_one_weight == (0.5, 0.0, 1.0)
+    assert "stage_one_weight" not in package.member("kidney").inference  # segmenters are left alone
+    assert train_cli(["export", str(cascade_runs / "tumor"), "-o", str(tmp_path / "one"), *common,
+                      "--stage-one-weight", "0.25"]) == 0
+    assert ModelPackage.load(tmp_path / "one").member("tumor").inputs.stage_one_weight == (0.25, 0.25, 0.25)
+
+    with pytest.raises(ModelPackageError, match=r"unknown classes \['tumour'\]"):
+        export_package([cascade_runs / "tumor"], tmp_path / "bad", name="c", version="1.2.0", base=base_dir,
+                       checkpoint="latest", stage_one_weight={"tumour": 1.0})
+    with pytest.raises(ModelPackageError, match=r"stage_one_weight' must be a number from 0"):
+        export_package([cascade_runs / "tumor"], tmp_path / "bad", name="c", version="1.2.0", base=base_dir,
+                       checkpoint="latest", stage_one_weight=1.5)
+    assert not (tmp_path / "bad").exists()  # nothing half-written is left
+    with pytest.raises(KidneyTumorSegError, match="stage_one_weight is for refiners"):
+        export_package([cascade_runs / "kidney"], tmp_path / "none", name="c", version="1.0.0", checkpoint="latest",
+                       stage_one_weight=0.5)
+    with pytest.raises(SystemExit):
+        train_cli(["export", str(cascade_runs / "tumor"), "-o", str(tmp_path / "x"), *common,
+                   "--stage-one-weight", "cyst:1"])
+    assert "neither a number nor CLASS=NUMBER pairs" in capsys.readouterr().err

@@ -103,6 +103,7 @@ def export_package(
     overwrite: bool = False,
     base: str | os.PathLike[str] | None = None,
     replace: bool = False,
+    stage_one_weight: float | Mapping[str, float] | None = None,
 ) -> Path:
     """Write ``runs`` (and an optional localizer run) as one package folder; returns the folder.
 
@@ -116,6 +117,8 @@ def export_package(
     bundled package. A ``localizer`` run replaces the base's localizer. ``replace``: a run named like a base
     member takes that member's place (its position in the member list too, so the first segmenter, which the
     ``fast`` quality runs, stays first), e.g. one fold retrained; without it such a clash is an error.
+    ``stage_one_weight``: the refiner runs' ``inference.stage_one_weight`` (a number, or per class
+    ``{"kidney": w, "tumor": w, "cyst": w}``; docs/cascades.md); an error when no run is a refiner.
     """
     if not runs:
         raise KidneyTumorSegError("Export needs at least one run folder.")
@@ -136,6 +139,8 @@ def export_package(
     positions = {settings["name"]: index for index, (settings, _) in enumerate(kept)}
     for member_name, run in zip(names, runs, strict=True):
         settings, weights = _run_member(Path(run), checkpoint, package_inference)
+        if stage_one_weight is not None and settings["role"] == "refiner":
+            settings["inference"] = {**settings["inference"], "stage_one_weight": stage_one_weight}
         if member_name in positions and settings["role"] != kept[positions[member_name]][0]["role"]:
             raise KidneyTumorSegError(f"Run {run} is a {settings['role']}, but the base's member {member_name!r} is a "
                                       f"{kept[positions[member_name]][0]['role']}; a replacement must keep the role.")
@@ -144,6 +149,10 @@ def export_package(
             loaded[positions[member_name]] = entry
         else:
             loaded.append(entry)
+    if stage_one_weight is not None and not any(settings["role"] == "refiner" and settings["name"] in names
+                                                for settings, _ in loaded):
+        raise KidneyTumorSegError("A stage_one_weight is for refiners (runs with a stage_input), and none of the runs "
+                                  "given is one; leave it out or export the refiner run.")
     if not any(settings["role"] == "segmenter" for settings, _ in loaded):
         raise KidneyTumorSegError("Every run given is a refiner (it has a stage_input); export the stage-1 run(s) "
                                   "with them, or give their package as --base.")

@@ -33,6 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--replace", action="store_true", help="with --base: a run named like a base member (see "
                         "--members) takes its place, e.g. one fold retrained")
     parser.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    parser.add_argument("--stage-one-weight", type=parse_stage_one_weight, metavar="W | kidney=W,tumor=W,cyst=W",
+                        help="the refiner runs' share of stage 1's split of the kidney region: one number in [0, 1] "
+                        "for all classes, or per class (missing classes 0), e.g. kidney=0.5,tumor=0.5,cyst=1 "
+                        "(docs/cascades.md)")
     parser.add_argument("--members", help="comma-separated member names (default: the run folder names)")
     parser.add_argument("--description", default="", help="one line for model.json")
     parser.add_argument("--metrics", type=Path, help="JSON file of measured metrics to record in the provenance")
@@ -43,6 +47,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--store-dir", type=Path, help="user model store folder (default: the standard one)")
     parser.set_defaults(handler=run_command)
     return parser
+
+
+def parse_stage_one_weight(text: str) -> float | dict[str, float]:
+    """``"0.5"`` -> 0.5; ``"kidney=0.5,cyst=1"`` -> ``{"kidney": 0.5, "cyst": 1.0}`` (checked when the package
+    is written and loaded)."""
+    try:
+        if "=" not in text:
+            return float(text)
+        pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a number nor CLASS=NUMBER pairs such as kidney=0.5,tumor=0.5,cyst=1") from None
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -59,7 +76,7 @@ def run_command(args: argparse.Namespace) -> int:
         args.runs, args.output, name=args.name, version=args.version, localizer=args.localizer,
         checkpoint=args.checkpoint, member_names=args.members.split(",") if args.members else None,
         provenance=provenance, description=args.description, overwrite=args.overwrite, base=args.base,
-        replace=args.replace)
+        replace=args.replace, stage_one_weight=args.stage_one_weight)
     LOGGER.info("Wrote %s@%s to %s", args.name, args.version, folder)
     if args.import_:
         from kidneytumorseg.model_store import ModelStore, default_bundled_dir
