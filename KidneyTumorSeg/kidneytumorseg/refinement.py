@@ -29,6 +29,7 @@ If stage 1 finds no kidney the refiners do not run and every voxel is background
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -80,7 +81,7 @@ def stage_one_region(kits_probabilities: np.ndarray, max_components: int | None)
 
 def class_weights(weight: float | Sequence[float]) -> tuple[float, float, float]:
     """``stage_one_weight`` as ``(kidney, tumor, cyst)`` weights: one number applies to all three."""
-    if isinstance(weight, (int, float)):
+    if isinstance(weight, numbers.Real):
         return (float(weight),) * 3
     values = tuple(float(value) for value in weight)
     if len(values) != 3:
