@@ -137,10 +137,13 @@ def export_package(
     package_inference = dict(inference or base_defaults.get("inference") or DEFAULT_INFERENCE)
     loaded = list(kept)
     positions = {settings["name"]: index for index, (settings, _) in enumerate(kept)}
+    refiner_runs = 0
     for member_name, run in zip(names, runs, strict=True):
         settings, weights = _run_member(Path(run), checkpoint, package_inference)
-        if stage_one_weight is not None and settings["role"] == "refiner":
-            settings["inference"] = {**settings["inference"], "stage_one_weight": stage_one_weight}
+        if settings["role"] == "refiner":
+            refiner_runs += 1
+            if stage_one_weight is not None:
+                settings["inference"] = {**settings["inference"], "stage_one_weight": stage_one_weight}
         if member_name in positions and settings["role"] != kept[positions[member_name]][0]["role"]:
             raise KidneyTumorSegError(f"Run {run} is a {settings['role']}, but the base's member {member_name!r} is a "
                                       f"{kept[positions[member_name]][0]['role']}; a replacement must keep the role.")
@@ -149,8 +152,7 @@ def export_package(
             loaded[positions[member_name]] = entry
         else:
             loaded.append(entry)
-    if stage_one_weight is not None and not any(settings["role"] == "refiner" and settings["name"] in names
-                                                for settings, _ in loaded):
+    if stage_one_weight is not None and not refiner_runs:
         raise KidneyTumorSegError("A stage_one_weight is for refiners (runs with a stage_input), and none of the runs "
                                   "given is one; leave it out or export the refiner run.")
     if not any(settings["role"] == "segmenter" for settings, _ in loaded):
