@@ -67,6 +67,23 @@ def test_cli_export_and_import_into_the_store(runs, tmp_path, monkeypatch):
     assert np.isfinite(package.manifest["preprocessing"]["normalization"]["std"])
 
 
+def test_cli_export_records_the_runs_data_when_not_told_and_warns_of_an_empty_description(runs, tmp_path, caplog):
+    common = ["--name", "tiny", "--version", "0.3.0"]
+    with caplog.at_level("WARNING"):
+        assert train_cli(["export", str(runs / "plain"), str(runs / "residual"), "-o", str(tmp_path / "a"),
+                          *common]) == 0
+    data = ModelPackage.load(tmp_path / "a").provenance["data"]
+    assert data == f"preprocessed data {runs / 'pre'} (from the runs' config.json)"  # both runs: named once
+    assert "No --description: tiny@0.3.0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert train_cli(["export", str(runs / "plain"), "-o", str(tmp_path / "b"), *common, "--data", "ellipsoids",
+                          "--description", "two tiny members"]) == 0
+    package = ModelPackage.load(tmp_path / "b")
+    assert (package.provenance["data"], package.manifest["description"]) == ("ellipsoids", "two tiny members")
+    assert "No --description" not in caplog.text
+
+
 def test_export_refuses_what_it_cannot_do(runs, tmp_path):
     with pytest.raises(KidneyTumorSegError, match="at least one run"):
         export_package([], tmp_path / "a", name="x", version="1.0.0")

@@ -38,10 +38,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         "for all classes, or per class (missing classes 0), e.g. kidney=0.5,tumor=0.5,cyst=1 "
                         "(docs/cascades.md)")
     parser.add_argument("--members", help="comma-separated member names (default: the run folder names)")
-    parser.add_argument("--description", default="", help="one line for model.json")
+    parser.add_argument("--description", default="", help="one line for model.json (shown in the model list)")
     parser.add_argument("--metrics", type=Path, help="JSON file of measured metrics to record in the provenance")
     parser.add_argument("--recipe", default="kidneytumorseg-train", help="recipe name for the provenance")
-    parser.add_argument("--data", default="", help="what the runs were trained on, for the provenance")
+    parser.add_argument("--data", default="", help="what the runs were trained on, for the provenance (default: "
+                        "the preprocessed folders named in the runs' config.json)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing package folder")
     parser.add_argument("--import", dest="import_", action="store_true", help="also import it into the user store")
     parser.add_argument("--store-dir", type=Path, help="user model store folder (default: the standard one)")
@@ -62,12 +63,30 @@ def parse_stage_one_weight(text: str) -> float | dict[str, float]:
             f"{text!r} is neither a number nor CLASS=NUMBER pairs such as kidney=0.5,tumor=0.5,cyst=1") from None
 
 
+def runs_data(runs: list[Path]) -> str:
+    """What the runs were trained on when --data is not given: the preprocessed folders their config.json names
+    (a package's provenance should never say nothing about its data)."""
+    folders = []
+    for run in runs:
+        try:
+            folder = json.loads((Path(run) / "config.json").read_text()).get("preprocessed")
+        except (OSError, ValueError):
+            folder = None
+        if folder and folder not in folders:
+            folders.append(str(folder))
+    return f"preprocessed data {', '.join(folders)} (from the runs' config.json)" if folders else ""
+
+
 def run_command(args: argparse.Namespace) -> int:
     from kidneytumorseg_training.export import export_package
 
     if args.replace and not args.base:
         raise SystemExit("--replace puts runs in the place of a base package's members; give the package with --base.")
-    provenance: dict = {"recipe": args.recipe, "data": args.data, "runs": [str(run) for run in args.runs]}
+    data = args.data or runs_data(args.runs)
+    provenance: dict = {"recipe": args.recipe, "data": data, "runs": [str(run) for run in args.runs]}
+    if not args.description:
+        LOGGER.warning("No --description: %s@%s gets an empty one in model.json, and the model list cannot tell it "
+                       "from other versions. Give --description 'one line' to set it.", args.name, args.version)
     if args.base:
         provenance["base"] = str(args.base)
     if args.metrics:
