@@ -66,14 +66,16 @@ def parse_stage_one_weight(text: str) -> float | dict[str, float]:
 def runs_data(runs: list[Path]) -> str:
     """What the runs were trained on when --data is not given: the preprocessed folders their config.json names
     (a package's provenance should never say nothing about its data)."""
+    from kidneytumorseg_training.training_config import TrainingConfig
+
     folders = []
     for run in runs:
         try:
-            folder = json.loads((Path(run) / "config.json").read_text()).get("preprocessed")
-        except (OSError, ValueError):
-            folder = None
-        if folder and folder not in folders:
-            folders.append(str(folder))
+            folder = str(TrainingConfig.load(run).preprocessed)
+        except (OSError, ValueError, TypeError):  # not a run: export_package says so, naming the folder
+            continue
+        if folder not in folders:
+            folders.append(folder)
     return f"preprocessed data {', '.join(folders)} (from the runs' config.json)" if folders else ""
 
 
